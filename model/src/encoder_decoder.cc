@@ -1,0 +1,175 @@
+#include "cmn/model/encoder_decoder.h"
+
+#include <cmath>
+
+namespace cmn::model {
+
+EmbeddingsImpl::EmbeddingsImpl(int64_t d_model, int64_t vocab) : scale_(std::sqrt(static_cast<double>(d_model))) {
+  lut = register_module("lut", torch::nn::Embedding(vocab, d_model));
+}
+
+torch::Tensor EmbeddingsImpl::forward(const torch::Tensor& ids) {
+  return lut(ids) * scale_;  // [B,T,d]
+}
+
+namespace {
+
+template <typename Layer>
+std::shared_ptr<StackImpl> make_stack(const ModelConfig& c) {
+  auto stack = std::make_shared<StackImpl>();
+  stack->layers = stack->register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    stack->layers->push_back(Layer(c.d_model, c.num_heads, c.d_ff, c.dropout));
+  }
+  stack->norm = stack->register_module("norm", LayerNorm(c.d_model));
+  return stack;
+}
+
+}  // namespace
+
+TransformerImpl::TransformerImpl(const ModelConfig& c, int64_t tgt_vocab, MultiThreadMemory shared_cmn) {
+  encoder = register_module("encoder", make_stack<EncoderLayer>(c));
+  decoder = register_module("decoder", make_stack<DecoderLayer>(c));
+  src_embed = register_module("src_embed", torch::nn::ModuleList(PositionalEncoding(c.d_model, c.dropout)));
+  tgt_embed = register_module("tgt_embed", torch::nn::ModuleList(Embeddings(c.d_model, tgt_vocab),
+                                                                 PositionalEncoding(c.d_model, c.dropout)));
+  cmn = register_module("cmn", std::move(shared_cmn));
+}
+
+torch::Tensor subsequent_mask(int64_t size, const torch::Device& device) {
+  return torch::ones({1, size, size}, torch::TensorOptions().dtype(torch::kBool).device(device)).tril();
+}
+
+BaseCMNImpl::BaseCMNImpl(const ModelConfig& c) : config_(c) {
+  TORCH_CHECK(c.vocab_size > 0, "BaseCMN needs vocab_size > 0 (set it from the tokenizer or the checkpoint)");
+  tgt_vocab_ = c.vocab_size + 1;
+  att_embed = register_module("att_embed", torch::nn::Sequential(torch::nn::Linear(c.d_vf, c.d_model),
+                                                                 torch::nn::ReLU(),
+                                                                 torch::nn::Dropout(c.drop_prob_lm)));
+  cmn = register_module("cmn", MultiThreadMemory(c.num_heads, c.d_model, c.topk));
+  model = register_module("model", Transformer(c, tgt_vocab_, cmn));
+  logit = register_module("logit", torch::nn::Linear(c.d_model, tgt_vocab_));
+  memory_matrix = register_parameter("memory_matrix", torch::empty({c.cmm_size, c.cmm_dim}));
+
+  // Initialisation as the reference: xavier_uniform_ on every >1-D parameter of the transformer (which
+  // includes the shared memory module), normal(0, 1/cmm_dim) on the memory matrix; the rest keeps
+  // PyTorch's defaults (LibTorch's Linear/Embedding defaults are the same).
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) {
+    if (p.dim() > 1) torch::nn::init::xavier_uniform_(p);
+  }
+  torch::nn::init::normal_(memory_matrix, 0.0, 1.0 / static_cast<double>(c.cmm_dim));
+}
+
+MemoryKeysValues BaseCMNImpl::memory_keys_values() {
+  const bool cacheable = !is_training() && !torch::GradMode::is_enabled();
+  if (!cacheable) return cmn->project_memory(memory_matrix);
+  if (!cached_memory_) cached_memory_ = cmn->project_memory(memory_matrix);
+  return *cached_memory_;
+}
+
+torch::Tensor BaseCMNImpl::encode(const torch::Tensor& att_feats) {
+  auto x = att_embed->forward(att_feats);                      // [B,S,d]
+  x = x + cmn(x, memory_keys_values());                        // memory response to the visual patches
+  x = model->src_position().forward(x);                        // + positions (src_embed)
+  for (size_t i = 0; i < model->encoder->layers->size(); ++i) {
+    x = model->encoder_layer(i).forward(x, /*mask=*/{});       // all patches valid: the mask is all ones
+  }
+  return model->encoder->norm(x);                              // [B,S,d]
+}
+
+torch::Tensor BaseCMNImpl::embed_tokens(const torch::Tensor& ids, int64_t offset) {
+  auto x = model->tgt_tokens().forward(ids);                   // [B,T,d]  lut * sqrt(d)
+  x = model->tgt_position().forward(x, offset);                // + positions
+  return x + cmn(x, memory_keys_values());                     // + memory response, per token
+}
+
+torch::Tensor BaseCMNImpl::forward(const torch::Tensor& att_feats, const torch::Tensor& seq) {
+  auto memory = encode(att_feats);                             // [B,S,d]
+  auto input = seq.narrow(1, 0, seq.size(1) - 1);              // [B,T]   T = L-1
+  // Padding mask on keys (position 0 is bos = 0, always valid) AND the causal mask.
+  auto key_ok = input > 0;
+  key_ok.select(1, 0).fill_(true);
+  auto tgt_mask = key_ok.unsqueeze(-2) & subsequent_mask(input.size(1), input.device());  // [B,T,T]
+  auto x = embed_tokens(input, 0);                             // [B,T,d]
+  for (size_t i = 0; i < model->decoder->layers->size(); ++i) {
+    x = model->decoder_layer(i).forward(x, memory, /*src_mask=*/{}, tgt_mask);
+  }
+  x = model->decoder->norm(x);
+  return torch::log_softmax(logit(x), -1);                     // [B,T,V+1]
+}
+
+DecoderCache BaseCMNImpl::start_decoding(const torch::Tensor& memory, bool keep_attention) {
+  DecoderCache cache;
+  cache.studies = memory.size(0);
+  cache.keep_attention = keep_attention;
+  for (size_t i = 0; i < model->decoder->layers->size(); ++i) {
+    auto& attn = *model->decoder_layer(i).src_attn;
+    cache.cross_k.push_back(attn.split_heads(attn.linears.k(memory)));  // [B,h,S,dk]
+    cache.cross_v.push_back(attn.split_heads(attn.linears.v(memory)));  // [B,h,S,dk]
+    cache.self_k.emplace_back();
+    cache.self_v.emplace_back();
+  }
+  if (keep_attention) cache.cross_attention.resize(cache.cross_k.size());
+  return cache;
+}
+
+torch::Tensor BaseCMNImpl::decode_step(const torch::Tensor& tokens, DecoderCache& cache) {
+  const int64_t n = tokens.size(0);
+  const int64_t b = cache.studies, r = cache.rows_per_study;
+  TORCH_CHECK(n == b * r, "decode_step: ", n, " tokens for ", b, " studies x ", r, " rows");
+  const int64_t d = config_.d_model, h = config_.num_heads, dk = d / h;
+  const double scale = std::sqrt(static_cast<double>(dk));
+
+  // Only the new token: its embedding, position and memory response (the reference recomputes all t).
+  auto x = embed_tokens(tokens.view({n, 1}), cache.length);    // [N,1,d]
+
+  for (size_t l = 0; l < model->decoder->layers->size(); ++l) {
+    auto& layer = model->decoder_layer(l);
+    {  // self-attention over the cached positions plus this one
+      auto& attn = *layer.self_attn;
+      auto y = layer.sub(0)->norm(x);
+      auto q = attn.split_heads(attn.linears.q(y));             // [N,h,1,dk]
+      auto k = attn.split_heads(attn.linears.k(y));             // [N,h,1,dk]
+      auto v = attn.split_heads(attn.linears.v(y));             // [N,h,1,dk]
+      auto& ck = cache.self_k[l];
+      auto& cv = cache.self_v[l];
+      ck = ck.defined() ? torch::cat({ck, k}, 2) : k;           // [N,h,t+1,dk]
+      cv = cv.defined() ? torch::cat({cv, v}, 2) : v;
+      auto p = torch::softmax(torch::matmul(q, ck.transpose(-2, -1)) / scale, -1);  // [N,h,1,t+1]
+      auto o = torch::matmul(p, cv);                            // [N,h,1,dk]
+      x = x + attn.linears.out(o.transpose(1, 2).reshape({n, 1, d}));
+    }
+    {  // cross-attention: the r rows of a study share its image keys/values, so they go in as r queries
+      auto& attn = *layer.src_attn;
+      auto y = layer.sub(1)->norm(x);
+      auto q = attn.linears.q(y).view({b, r, h, dk}).permute({0, 2, 1, 3});          // [B,h,r,dk]
+      auto p = torch::softmax(torch::matmul(q, cache.cross_k[l].transpose(-2, -1)) / scale, -1);  // [B,h,r,S]
+      if (cache.keep_attention) cache.cross_attention[l] = p.permute({0, 2, 1, 3}).reshape({n, h, -1});
+      auto o = torch::matmul(p, cache.cross_v[l]);              // [B,h,r,dk]
+      x = x + attn.linears.out(o.permute({0, 2, 1, 3}).reshape({n, 1, d}));
+    }
+    {  // feed-forward
+      x = x + layer.feed_forward(layer.sub(2)->norm(x));
+    }
+  }
+  x = model->decoder->norm(x);                                  // [N,1,d]
+  ++cache.length;
+  return torch::log_softmax(logit(x.squeeze(1)), -1);           // [N,V+1]
+}
+
+void BaseCMNImpl::select_rows(DecoderCache& cache, const torch::Tensor& rows, int64_t rows_per_study) {
+  TORCH_CHECK(rows.size(0) == cache.studies * rows_per_study, "select_rows: ", rows.size(0), " rows for ",
+              cache.studies, " studies x ", rows_per_study);
+  for (size_t l = 0; l < cache.self_k.size(); ++l) {
+    if (!cache.self_k[l].defined()) continue;
+    cache.self_k[l] = cache.self_k[l].index_select(0, rows);   // [N',h,t,dk]
+    cache.self_v[l] = cache.self_v[l].index_select(0, rows);
+  }
+  for (auto& a : cache.cross_attention) {
+    if (a.defined()) a = a.index_select(0, rows);
+  }
+  cache.rows_per_study = rows_per_study;
+}
+
+}  // namespace cmn::model

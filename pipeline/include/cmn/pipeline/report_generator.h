@@ -1,0 +1,64 @@
+#pragma once
+// Study (image files or a ready tensor) -> report text, shared by cmn-generate and, later, the server.
+// Catches model errors at this seam and returns absl::Status (STYLE.md: catch once, at the seam).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cmn/model/decoding.h"
+#include "cmn/model/r2gencmn.h"
+#include "cmn/model/tokenizer.h"
+#include "cmn/preprocessing/image_pipeline.h"
+
+namespace cmn::pipeline {
+
+// What every output says about the model that wrote it.
+struct ModelIdentity {
+  std::string name = "r2gencmn";
+  std::string version;
+  std::string digest;       // "sha256:..." of a bundle, or of the checkpoint file
+  bool untrained = false;   // a randomly initialised model: its text is not a report
+};
+
+struct StageTimes {
+  double preprocess_s = 0, visual_s = 0, encode_s = 0, decode_s = 0;
+};
+
+struct StudyReport {
+  std::string report;                  // decoded text (the reference's tokenizer.decode)
+  std::vector<int64_t> token_ids;      // generated ids without the final 0
+  double log_prob = 0.0;               // summed log-prob of the generated ids and the final 0 (if reached)
+  double score = 0.0;                  // beam score (penalised when a length penalty is set)
+  StageTimes times;                    // for the batch this study was decoded in
+};
+
+struct GeneratorOptions {
+  model::DecodingOptions decoding;             // beam size, max length, method, ...
+  preprocessing::ImageOptions image;           // resize / normalisation (the reference test transform)
+  int64_t batch_size = 8;                      // studies per visual-encoder batch and decode batch
+};
+
+class ReportGenerator {
+ public:
+  ReportGenerator(model::R2GenCMN model, model::Tokenizer tokenizer, ModelIdentity identity);
+
+  // Each study is `views` image paths (the model's view count). A bad image fails only its study, with a
+  // status naming the file. Results are in input order.
+  std::vector<absl::StatusOr<StudyReport>> generate_files(const std::vector<std::vector<std::string>>& studies,
+                                                          const GeneratorOptions& options);
+  // images [B,V,3,224,224] already transformed -> one report per study.
+  absl::StatusOr<std::vector<StudyReport>> generate_tensor(const torch::Tensor& images,
+                                                           const model::DecodingOptions& decoding);
+
+  const ModelIdentity& identity() const { return identity_; }
+  const model::R2GenCMN& model() const { return model_; }
+  const model::Tokenizer& tokenizer() const { return tokenizer_; }
+
+ private:
+  model::R2GenCMN model_;
+  model::Tokenizer tokenizer_;
+  ModelIdentity identity_;
+};
+
+}  // namespace cmn::pipeline

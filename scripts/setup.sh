@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of cmn from Debian 12's archive. Nothing is downloaded at build time.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends \
+  build-essential cmake ninja-build ccache pkg-config git ca-certificates \
+  libtorch-dev libopenblas0-openmp \
+  libdcmtk-dev dcmtk libopenjp2-7-dev \
+  libopencv-dev \
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
+  libabsl-dev libgoogle-glog-dev \
+  libgtest-dev libgmock-dev \
+  libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libssl-dev
+# Debian's libtorch links the generic libblas.so.3; make sure the alternative points at OpenBLAS (OpenMP build),
+# otherwise LibTorch silently runs on netlib's reference BLAS (14x slower on a 512x512x2048 matmul).
+for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
+  cand=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-openmp | head -n1 || true)
+  if [ -n "$cand" ]; then $SUDO update-alternatives --set "$alt" "$cand" >/dev/null; fi
+done
