@@ -1,5 +1,6 @@
 #include "cmn/model/encoder_decoder.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace cmn::model {
@@ -132,12 +133,25 @@ torch::Tensor BaseCMNImpl::decode_step(const torch::Tensor& tokens, DecoderCache
       auto q = attn.split_heads(attn.linears.q(y));             // [N,h,1,dk]
       auto k = attn.split_heads(attn.linears.k(y));             // [N,h,1,dk]
       auto v = attn.split_heads(attn.linears.v(y));             // [N,h,1,dk]
+      const int64_t t = cache.length;
       auto& ck = cache.self_k[l];
       auto& cv = cache.self_v[l];
-      ck = ck.defined() ? torch::cat({ck, k}, 2) : k;           // [N,h,t+1,dk]
-      cv = cv.defined() ? torch::cat({cv, v}, 2) : v;
-      auto p = torch::softmax(torch::matmul(q, ck.transpose(-2, -1)) / scale, -1);  // [N,h,1,t+1]
-      auto o = torch::matmul(p, cv);                            // [N,h,1,dk]
+      if (!ck.defined() || ck.size(2) <= t) {  // first step, or full: double the capacity
+        const int64_t capacity = std::max<int64_t>(64, 2 * (t + 1));
+        auto grow = [&](const torch::Tensor& old) {
+          auto fresh = torch::empty({n, h, capacity, dk}, k.options());
+          if (old.defined() && t > 0) fresh.narrow(2, 0, t).copy_(old.narrow(2, 0, t));
+          return fresh;
+        };
+        ck = grow(ck);
+        cv = grow(cv);
+      }
+      ck.narrow(2, t, 1).copy_(k);
+      cv.narrow(2, t, 1).copy_(v);
+      auto keys = ck.narrow(2, 0, t + 1).contiguous();          // [N,h,t+1,dk]
+      auto values = cv.narrow(2, 0, t + 1).contiguous();
+      auto p = torch::softmax(torch::matmul(q, keys.transpose(-2, -1)) / scale, -1);  // [N,h,1,t+1]
+      auto o = torch::matmul(p, values);                        // [N,h,1,dk]
       x = x + attn.linears.out(o.transpose(1, 2).reshape({n, 1, d}));
     }
     {  // cross-attention: the r rows of a study share its image keys/values, so they go in as r queries
@@ -161,10 +175,22 @@ torch::Tensor BaseCMNImpl::decode_step(const torch::Tensor& tokens, DecoderCache
 void BaseCMNImpl::select_rows(DecoderCache& cache, const torch::Tensor& rows, int64_t rows_per_study) {
   TORCH_CHECK(rows.size(0) == cache.studies * rows_per_study, "select_rows: ", rows.size(0), " rows for ",
               cache.studies, " studies x ", rows_per_study);
-  for (size_t l = 0; l < cache.self_k.size(); ++l) {
-    if (!cache.self_k[l].defined()) continue;
-    cache.self_k[l] = cache.self_k[l].index_select(0, rows);   // [N',h,t,dk]
-    cache.self_v[l] = cache.self_v[l].index_select(0, rows);
+  const int64_t t = cache.length;
+  // Beams often keep their places: then there is nothing to move.
+  const bool identity = rows.size(0) == cache.studies * cache.rows_per_study &&
+                        rows.equal(torch::arange(rows.size(0), rows.options()));
+  for (size_t l = 0; l < cache.self_k.size() && !identity; ++l) {
+    for (auto* buf : {&cache.self_k[l], &cache.self_v[l]}) {
+      if (!buf->defined() || t == 0) continue;
+      auto used = buf->narrow(2, 0, t).index_select(0, rows);   // [N',h,t,dk]
+      if (used.size(0) != buf->size(0)) {                       // row count changes (first beam step)
+        auto fresh = torch::empty({used.size(0), buf->size(1), buf->size(2), buf->size(3)}, buf->options());
+        fresh.narrow(2, 0, t).copy_(used);
+        *buf = fresh;
+      } else {
+        buf->narrow(2, 0, t).copy_(used);
+      }
+    }
   }
   for (auto& a : cache.cross_attention) {
     if (a.defined()) a = a.index_select(0, rows);

@@ -51,7 +51,9 @@ TORCH_MODULE(Transformer);
 // computed once per study; the self-attention keys/values grow by one position per step.
 struct DecoderCache {
   std::vector<torch::Tensor> cross_k, cross_v;  // per layer [B,h,S,dk], one per study (shared by its rows)
-  std::vector<torch::Tensor> self_k, self_v;    // per layer [N,h,t,dk], one per row (beam)
+  // Per layer [N,h,capacity,dk], one row per beam; positions [0, length) are filled. Preallocated and
+  // written in place (capacity doubles when full) so a step costs no O(t) concatenation.
+  std::vector<torch::Tensor> self_k, self_v;
   int64_t studies = 0;                           // B
   int64_t rows_per_study = 1;                    // N / B (beams per study)
   int64_t length = 0;                            // t: tokens already consumed
