@@ -180,7 +180,8 @@ DecodeResult sample(StepModel& model, const DecodingOptions& o) {
       auto scaled = logprobs / o.temperature;
       auto probs = torch::softmax(scaled - scaled.logsumexp(-1, true), -1);     // Categorical(logits=...)
       next = at::multinomial(probs, 1, /*replacement=*/true, generator).view({b});
-      chosen = scaled.gather(1, next.view({b, 1})).view({b});
+      // Reported log-probs are the model's (untempered), as the reference's seqLogprobs.
+      chosen = logprobs.gather(1, next.view({b, 1})).view({b});
     }
     auto* next_p = next.data_ptr<int64_t>();
     auto* chosen_p = chosen.data_ptr<float>();

@@ -110,6 +110,8 @@ DecoderCache BaseCMNImpl::start_decoding(const torch::Tensor& memory, bool keep_
     cache.cross_v.push_back(attn.split_heads(attn.linears.v(memory)));  // [B,h,S,dk]
     cache.self_k.emplace_back();
     cache.self_v.emplace_back();
+    cache.spare_k.emplace_back();
+    cache.spare_v.emplace_back();
   }
   if (keep_attention) cache.cross_attention.resize(cache.cross_k.size());
   return cache;
@@ -145,11 +147,13 @@ torch::Tensor BaseCMNImpl::decode_step(const torch::Tensor& tokens, DecoderCache
         };
         ck = grow(ck);
         cv = grow(cv);
+        cache.spare_k[l] = torch::Tensor();  // re-made at the new capacity when next needed
+        cache.spare_v[l] = torch::Tensor();
       }
       ck.narrow(2, t, 1).copy_(k);
       cv.narrow(2, t, 1).copy_(v);
-      auto keys = ck.narrow(2, 0, t + 1).contiguous();          // [N,h,t+1,dk]
-      auto values = cv.narrow(2, 0, t + 1).contiguous();
+      auto keys = ck.narrow(2, 0, t + 1);                       // [N,h,t+1,dk] (a view)
+      auto values = cv.narrow(2, 0, t + 1);
       auto p = torch::softmax(torch::matmul(q, keys.transpose(-2, -1)) / scale, -1);  // [N,h,1,t+1]
       auto o = torch::matmul(p, values);                        // [N,h,1,dk]
       x = x + attn.linears.out(o.transpose(1, 2).reshape({n, 1, d}));
@@ -179,16 +183,23 @@ void BaseCMNImpl::select_rows(DecoderCache& cache, const torch::Tensor& rows, in
   // Beams often keep their places: then there is nothing to move.
   const bool identity = rows.size(0) == cache.studies * cache.rows_per_study &&
                         rows.equal(torch::arange(rows.size(0), rows.options()));
-  for (size_t l = 0; l < cache.self_k.size() && !identity; ++l) {
-    for (auto* buf : {&cache.self_k[l], &cache.self_v[l]}) {
-      if (!buf->defined() || t == 0) continue;
-      auto used = buf->narrow(2, 0, t).index_select(0, rows);   // [N',h,t,dk]
-      if (used.size(0) != buf->size(0)) {                       // row count changes (first beam step)
-        auto fresh = torch::empty({used.size(0), buf->size(1), buf->size(2), buf->size(3)}, buf->options());
-        fresh.narrow(2, 0, t).copy_(used);
-        *buf = fresh;
-      } else {
-        buf->narrow(2, 0, t).copy_(used);
+  if (!identity && t > 0) {
+    auto rows_cpu = rows.to(torch::kCPU).contiguous();
+    const auto* src_row = rows_cpu.data_ptr<int64_t>();
+    const int64_t n_new = rows_cpu.size(0);
+    for (size_t l = 0; l < cache.self_k.size(); ++l) {
+      for (auto [buf, spare] : {std::pair{&cache.self_k[l], &cache.spare_k[l]},
+                                std::pair{&cache.self_v[l], &cache.spare_v[l]}}) {
+        if (!buf->defined()) continue;
+        // One copy per kept row of its filled positions [h,t,dk] into the spare buffer, then swap: the
+        // cost is one pass over the cache, not an index_select plus a copy back.
+        if (!spare->defined() || spare->size(0) != n_new || spare->size(2) != buf->size(2)) {
+          *spare = torch::empty({n_new, buf->size(1), buf->size(2), buf->size(3)}, buf->options());
+        }
+        for (int64_t i = 0; i < n_new; ++i) {
+          (*spare)[i].narrow(1, 0, t).copy_((*buf)[src_row[i]].narrow(1, 0, t));
+        }
+        std::swap(*buf, *spare);
       }
     }
   }

@@ -19,7 +19,7 @@ torch::Tensor buffer(const std::string& file, const std::string& name) {
 class ParityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    torch::set_num_threads(2);
+    torch::set_num_threads(1);  // ctest runs two tests at once on 2 cores: no oversubscription
     auto config = read_model_config(parity_path("dev/config.json"));
     model_ = new R2GenCMN(load_r2gencmn(parity_path("dev/model.pth"), config));
     images_ = new torch::Tensor(buffer("dev/inputs.pt", "images"));  // [2,4,3,224,224]

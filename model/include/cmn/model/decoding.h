@@ -14,7 +14,10 @@ class BaseCMNImpl;
 struct DecoderCache;
 
 struct DecodingOptions {
-  std::string method = "beam_search";  // beam_search | greedy | sample (beam_size > 1 always means beam search)
+  // beam_search | greedy | sample. beam_size > 1 with beam_search or greedy means beam search (as the
+  // reference). beam_search with beam_size 1 decodes greedily: the reference would sample there (its
+  // sample_next_word has no 'beam_search' branch), which we take to be an accident.
+  std::string method = "beam_search";
   int64_t beam_size = 3;               // beams per study
   int64_t max_length = 60;             // steps at most (max_seq_length)
   double temperature = 1.0;            // divides log-probs before sampling / between beam steps

@@ -54,6 +54,7 @@ struct DecoderCache {
   // Per layer [N,h,capacity,dk], one row per beam; positions [0, length) are filled. Preallocated and
   // written in place (capacity doubles when full) so a step costs no O(t) concatenation.
   std::vector<torch::Tensor> self_k, self_v;
+  std::vector<torch::Tensor> spare_k, spare_v;  // same shapes: beam reordering copies into these, then swaps
   int64_t studies = 0;                           // B
   int64_t rows_per_study = 1;                    // N / B (beams per study)
   int64_t length = 0;                            // t: tokens already consumed
