@@ -1,0 +1,161 @@
+// cmn-eval: scores generated reports against an annotation split, as R2GenCMN's trainer scores them.
+//   cmn-eval --annotation annotation.json --split test --predictions preds.jsonl
+//            [--dataset iu_xray|mimic_cxr] [--threshold 3] [--max-seq-length 60] [--vocab FILE]
+//            [--meteor-function-words FILE]
+// preds.jsonl: one {"id": "...", "report": "..."} per line, every id of the split exactly once; the reports
+// are used as given (already decoded text). References: tokenizer(report)[:max_seq_length], decoded — so
+// cleaned, <unk>-mapped and truncated — with the tokenizer rebuilt from the train split (or --vocab).
+// Prints one JSON line: {"BLEU_1".."BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "METEOR_method"}; METEOR is the
+// exact+stem approximation named in "METEOR_method", not METEOR 1.5.
+// Exit codes: 0 ok, 1 bad input (one line on stderr naming it), 2 bad command line.
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cmn/metrics/metrics.h"
+#include "cmn/metrics/references.h"
+#include "cmn/model/tokenizer.h"
+#include "cmn/pipeline/annotation.h"
+
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+std::string one_line(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return text;
+}
+
+int fail(const std::string& message) {
+  std::cerr << "cmn-eval: " << one_line(message) << "\n";
+  return kExitFailure;
+}
+
+bool blank(const std::string& line) {
+  for (char c : line) {
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cmn-eval: BLEU-1..4, METEOR (exact+stem approximation), ROUGE-L and CIDEr-D of predicted reports",
+               "cmn-eval"};
+  std::string annotation_path, split = "test", predictions_path, dataset = "iu_xray", vocab_path, function_words_path;
+  int threshold = 3;
+  int max_seq_length = 60;
+  app.add_option("--annotation", annotation_path, "annotation.json (R2Gen format)")->required();
+  app.add_option("--split", split, "split to score")
+      ->check(CLI::IsMember({"train", "val", "test"}))
+      ->capture_default_str();
+  app.add_option("--predictions", predictions_path, "JSONL of {\"id\", \"report\"}")->required();
+  app.add_option("--dataset", dataset, "report cleaning rule and vocabulary dataset")
+      ->check(CLI::IsMember({"iu_xray", "mimic_cxr"}))
+      ->capture_default_str();
+  app.add_option("--threshold", threshold, "vocabulary count threshold (R2GenCMN: 3 IU X-Ray, 10 MIMIC-CXR)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-seq-length", max_seq_length, "reference truncation, as the dataset's max_seq_length")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--vocab", vocab_path, "vocabulary file (one token per line) instead of rebuilding it");
+  app.add_option("--meteor-function-words", function_words_path,
+                 "METEOR's English function-word list (function/english.words); default: none");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::cerr << "cmn-eval: " << one_line(e.what()) << " (run with --help for usage)\n";
+    return kExitUsage;
+  }
+
+  const auto annotation = cmn::pipeline::read_annotation(annotation_path);
+  if (!annotation.ok()) return fail(std::string(annotation.status().message()));
+  const cmn::model::CleaningRule rule = cmn::model::cleaning_rule_for_dataset(dataset);
+
+  cmn::metrics::MeteorOptions meteor_options;
+  cmn::model::Tokenizer tokenizer;
+  try {
+    if (vocab_path.empty()) {
+      std::vector<std::string> train_reports;
+      train_reports.reserve(annotation->train.size());
+      for (const auto& ex : annotation->train) train_reports.push_back(ex.report);
+      tokenizer = cmn::model::Tokenizer::build(train_reports, rule, threshold);
+    } else {
+      tokenizer = cmn::model::Tokenizer::from_vocab_file(vocab_path, rule);
+    }
+    if (!function_words_path.empty()) meteor_options.function_words = cmn::metrics::read_word_list(function_words_path);
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+
+  const auto& studies = split == "train" ? annotation->train : split == "val" ? annotation->val : annotation->test;
+  std::unordered_map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < studies.size(); ++i) {
+    if (!index.emplace(studies[i].id, i).second) {
+      return fail(annotation_path + ": duplicate id '" + studies[i].id + "' in the " + split + " split");
+    }
+  }
+
+  // Predictions.
+  std::ifstream in(predictions_path, std::ios::binary);
+  if (!in) return fail("cannot open predictions file " + predictions_path);
+  std::vector<std::string> hypothesis(studies.size());
+  std::vector<bool> seen(studies.size(), false);
+  std::string line;
+  for (std::size_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (blank(line)) continue;
+    const std::string where = predictions_path + ":" + std::to_string(line_no);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      return fail(where + ": malformed line (not JSON)");
+    }
+    // Numeric ids are accepted as the annotation reader accepts them (their JSON text).
+    if (!j.is_object() || !j.contains("id") || !j.contains("report") || !(j["id"].is_string() || j["id"].is_number()) ||
+        !j["report"].is_string()) {
+      return fail(where + ": malformed line (want {\"id\": string, \"report\": string})");
+    }
+    const std::string id = j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump();
+    const auto it = index.find(id);
+    if (it == index.end()) return fail(where + ": unknown id '" + id + "' (not in the " + split + " split)");
+    if (seen[it->second]) return fail(where + ": duplicate prediction for id '" + id + "'");
+    seen[it->second] = true;
+    hypothesis[it->second] = j["report"].get<std::string>();
+  }
+  if (in.bad()) return fail("cannot read predictions file " + predictions_path);
+  for (std::size_t i = 0; i < studies.size(); ++i) {
+    if (!seen[i]) return fail("missing prediction for id '" + studies[i].id + "' of the " + split + " split");
+  }
+  if (studies.empty()) return fail("the " + split + " split of " + annotation_path + " is empty");
+
+  // Split order, as the trainer's data loader (shuffle=False) feeds the scorer.
+  std::vector<cmn::metrics::Example> examples;
+  examples.reserve(studies.size());
+  try {
+    for (std::size_t i = 0; i < studies.size(); ++i) {
+      examples.push_back(
+          {hypothesis[i],
+           {cmn::metrics::r2gen_reference(tokenizer, studies[i].report, static_cast<std::size_t>(max_seq_length))}});
+    }
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+
+  const cmn::metrics::Scores scores = cmn::metrics::evaluate(examples, meteor_options);
+  nlohmann::ordered_json out;
+  for (const auto& [name, value] : scores.named()) out[name] = value;
+  out["METEOR_method"] = cmn::metrics::kMeteorLabel;
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
