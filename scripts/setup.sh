@@ -8,12 +8,14 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
   build-essential cmake ninja-build ccache pkg-config git ca-certificates \
   libtorch-dev libopenblas0-openmp \
-  libdcmtk-dev dcmtk libopenjp2-7-dev \
+  libdcmtk-dev dcmtk libopenjp2-7-dev zlib1g-dev \
   libopencv-dev \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   libabsl-dev libgoogle-glog-dev \
   libgtest-dev libgmock-dev \
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libssl-dev
+# Not installed by default: the libFuzzer target (cmake -DCMN_FUZZ=ON) needs clang and its runtimes,
+#   apt-get install clang libclang-rt-14-dev      (see preprocessing/fuzz/dicom_fuzzer.cc)
 # Debian's libtorch links the generic libblas.so.3; make sure the alternative points at OpenBLAS (OpenMP build),
 # otherwise LibTorch silently runs on netlib's reference BLAS (14x slower on a 512x512x2048 matmul).
 for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do

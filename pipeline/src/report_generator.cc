@@ -1,8 +1,11 @@
 #include "cmn/pipeline/report_generator.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "cmn/common/status_macros.h"
 
 namespace cmn::pipeline {
 namespace {
@@ -63,36 +66,22 @@ absl::StatusOr<std::vector<StudyReport>> ReportGenerator::generate_tensor(const 
   }
 }
 
-std::vector<absl::StatusOr<StudyReport>> ReportGenerator::generate_files(
-    const std::vector<std::vector<std::string>>& studies, const GeneratorOptions& options) {
-  std::vector<absl::StatusOr<StudyReport>> results(studies.size(), absl::UnknownError("not run"));
+std::vector<absl::StatusOr<StudyReport>> ReportGenerator::generate_batched(size_t count, const StudyFiller& fill,
+                                                                           const GeneratorOptions& options) {
+  std::vector<absl::StatusOr<StudyReport>> results(count, absl::UnknownError("not run"));
   const int64_t views = model_->config().effective_views();
   const int64_t size = options.image.size;
-  const int64_t batch = std::max<int64_t>(1, options.batch_size);
+  const size_t batch = static_cast<size_t>(std::max<int64_t>(1, options.batch_size));
 
-  for (size_t first = 0; first < studies.size(); first += static_cast<size_t>(batch)) {
-    const size_t last = std::min(studies.size(), first + static_cast<size_t>(batch));
+  for (size_t first = 0; first < count; first += batch) {
+    const size_t last = std::min(count, first + batch);
     auto start = std::chrono::steady_clock::now();
-    // Decode this batch's images; studies with a bad image drop out of the batch with their error.
+    // Fill this batch's inputs; a study that fails drops out of the batch with its error.
     std::vector<size_t> ok;
     std::vector<torch::Tensor> tensors;
     for (size_t s = first; s < last; ++s) {
-      if (static_cast<int64_t>(studies[s].size()) != views) {
-        results[s] = absl::InvalidArgumentError(absl::StrCat("study has ", studies[s].size(),
-                                                             " images but the model takes ", views));
-        continue;
-      }
       auto study = torch::empty({views, 3, size, size});                     // [V,3,H,W]
-      absl::Status status;
-      for (int64_t v = 0; v < views && status.ok(); ++v) {
-        auto image = preprocessing::load_model_input(studies[s][static_cast<size_t>(v)], options.image);
-        if (!image.ok()) {
-          status = image.status();
-          break;
-        }
-        std::memcpy(study[v].data_ptr<float>(), image->data.data(), image->data.size() * sizeof(float));
-      }
-      if (!status.ok()) {
+      if (absl::Status status = fill(s, study); !status.ok()) {
         results[s] = status;
         continue;
       }
@@ -112,6 +101,51 @@ std::vector<absl::StatusOr<StudyReport>> ReportGenerator::generate_files(
     }
   }
   return results;
+}
+
+namespace {
+
+absl::Status check_view_count(size_t got, int64_t views) {
+  if (static_cast<int64_t>(got) == views) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("study has ", got, " images but the model takes ", views));
+}
+
+}  // namespace
+
+std::vector<absl::StatusOr<StudyReport>> ReportGenerator::generate_files(
+    const std::vector<std::vector<std::string>>& studies, const GeneratorOptions& options) {
+  const int64_t views = model_->config().effective_views();
+  auto fill = [&](size_t s, torch::Tensor& study) -> absl::Status {
+    CMN_RETURN_IF_ERROR(check_view_count(studies[s].size(), views));
+    for (int64_t v = 0; v < views; ++v) {
+      CMN_ASSIGN_OR_RETURN(auto image,
+                           preprocessing::load_model_input(studies[s][static_cast<size_t>(v)], options.image));
+      std::memcpy(study[v].data_ptr<float>(), image.data.data(), image.data.size() * sizeof(float));
+    }
+    return absl::OkStatus();
+  };
+  return generate_batched(studies.size(), fill, options);
+}
+
+std::vector<absl::StatusOr<StudyReport>> ReportGenerator::generate_images(
+    const std::vector<std::vector<preprocessing::FloatImage>>& studies, const GeneratorOptions& options) {
+  const int64_t views = model_->config().effective_views();
+  const int64_t size = options.image.size;
+  auto fill = [&](size_t s, torch::Tensor& study) -> absl::Status {
+    CMN_RETURN_IF_ERROR(check_view_count(studies[s].size(), views));
+    for (int64_t v = 0; v < views; ++v) {
+      const auto& image = studies[s][static_cast<size_t>(v)];
+      if (image.channels != 3 || image.height != size || image.width != size ||
+          image.data.size() != static_cast<size_t>(3 * size * size)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "view ", v, " is ", image.channels, "x", image.height, "x", image.width, " (", image.data.size(),
+            " values) but the model takes 3x", size, "x", size));
+      }
+      std::memcpy(study[v].data_ptr<float>(), image.data.data(), image.data.size() * sizeof(float));
+    }
+    return absl::OkStatus();
+  };
+  return generate_batched(studies.size(), fill, options);
 }
 
 }  // namespace cmn::pipeline

@@ -2,6 +2,7 @@
 // Study (image files or a ready tensor) -> report text, shared by cmn-generate and, later, the server.
 // Catches model errors at this seam and returns absl::Status (STYLE.md: catch once, at the seam).
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,12 @@ class ReportGenerator {
   // status naming the file. Results are in input order.
   std::vector<absl::StatusOr<StudyReport>> generate_files(const std::vector<std::vector<std::string>>& studies,
                                                           const GeneratorOptions& options);
+  // Each study is `views` already-decoded model inputs in slot order (preprocessing::assemble_study's
+  // `images`), each [3, options.image.size, options.image.size]. A study with the wrong count or shape fails
+  // alone (InvalidArgument); studies are decoded `options.batch_size` at a time; results are in input order.
+  // times.preprocess_s is the time spent packing the batch into a tensor (decoding happened before).
+  std::vector<absl::StatusOr<StudyReport>> generate_images(
+      const std::vector<std::vector<preprocessing::FloatImage>>& studies, const GeneratorOptions& options);
   // images [B,V,3,224,224] already transformed -> one report per study.
   absl::StatusOr<std::vector<StudyReport>> generate_tensor(const torch::Tensor& images,
                                                            const model::DecodingOptions& decoding);
@@ -56,6 +63,12 @@ class ReportGenerator {
   const model::Tokenizer& tokenizer() const { return tokenizer_; }
 
  private:
+  // Fills study s's input [V,3,H,W]; a non-OK status fails that study only.
+  using StudyFiller = std::function<absl::Status(size_t, torch::Tensor&)>;
+  // Runs `count` studies through generate_tensor, options.batch_size at a time.
+  std::vector<absl::StatusOr<StudyReport>> generate_batched(size_t count, const StudyFiller& fill,
+                                                            const GeneratorOptions& options);
+
   model::R2GenCMN model_;
   model::Tokenizer tokenizer_;
   ModelIdentity identity_;
