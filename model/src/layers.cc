@@ -91,7 +91,12 @@ torch::Tensor MultiThreadMemoryImpl::forward(const torch::Tensor& query, const M
   auto selected = memory.values.view({heads_ * slots, d_k_}).index_select(0, flat_idx)
                       .view({heads_, rows, topk_, d_k_});                             // [h,BT,k,dk]
   auto p = torch::softmax(top_scores, -1);                                            // [h,BT,k]
-  if (dropout->is_training()) p = dropout(p);
+  if (dropout->is_training()) {
+    // Draw the dropout mask in the reference's [B,h,T,k] order, so a seeded run drops the same weights.
+    p = dropout(p.view({heads_, batch, steps, topk_}).permute({1, 0, 2, 3}).contiguous())
+            .permute({1, 0, 2, 3})
+            .reshape({heads_, rows, topk_});                                          // [h,BT,k]
+  }
   auto x = torch::matmul(p.unsqueeze(2), selected).squeeze(2);                         // [h,BT,dk]
   x = x.transpose(0, 1).contiguous().view({batch, steps, heads_ * d_k_});              // [B,T,d]
   return linears.out(x);

@@ -996,12 +996,19 @@ absl::StatusOr<cv::Mat> dcmtk_codec_frame(DcmDataset* ds, DcmPixelData* pixel_da
   if (pixel_data->getUncompressedFrameSize(ds, dcmtk_frame).bad()) {
     return absl::InvalidArgumentError("cannot compute the size of a decoded frame");
   }
-  std::vector<uint8_t> buffer(std::max<size_t>(full_frame, dcmtk_frame) + 2);
-  buffer.resize(buffer.size() & ~size_t{1});
+  const int depth = p->bits_allocated == 8 ? CV_8U : CV_16U;
+  cv::Mat out(static_cast<int>(p->rows), static_cast<int>(p->columns), CV_MAKETYPE(depth, p->samples_per_pixel));
+  // Decode straight into `out` when DCMTK's frame fits it (an even size: codecs may swap 16-bit words);
+  // otherwise through a buffer of DCMTK's size.
+  const bool direct = dcmtk_frame <= full_frame && full_frame % 2 == 0;
+  std::vector<uint8_t> buffer;
+  if (!direct) buffer.resize((std::max<size_t>(full_frame, dcmtk_frame) + 2) & ~size_t{1});
+  uint8_t* target = direct ? out.data : buffer.data();
+  const size_t target_size = direct ? full_frame : buffer.size();
   Uint32 start_fragment = 0;
   OFString colour_model;
-  const OFCondition cond = pixel_data->getUncompressedFrame(ds, 0, start_fragment, buffer.data(),
-                                                            static_cast<Uint32>(buffer.size()), colour_model);
+  const OFCondition cond = pixel_data->getUncompressedFrame(ds, 0, start_fragment, target,
+                                                            static_cast<Uint32>(target_size), colour_model);
   if (cond.bad()) {
     return absl::InvalidArgumentError(absl::StrCat("cannot decode frame 1 (", DcmXfer(xfer).getXferName(),
                                                    "): corrupt compressed stream? (", condition_text(cond), ")"));
@@ -1011,9 +1018,7 @@ absl::StatusOr<cv::Mat> dcmtk_codec_frame(DcmDataset* ds, DcmPixelData* pixel_da
   if (p->samples_per_pixel == 3 && !is_supported_colour(p->photometric)) {
     return absl::UnimplementedError(absl::StrCat("decoded colour model '", p->photometric, "' is not supported"));
   }
-  const int depth = p->bits_allocated == 8 ? CV_8U : CV_16U;
-  cv::Mat out(static_cast<int>(p->rows), static_cast<int>(p->columns), CV_MAKETYPE(depth, p->samples_per_pixel));
-  std::memcpy(out.data, buffer.data(), full_frame);
+  if (!direct) std::memcpy(out.data, buffer.data(), full_frame);
   if (p->samples_per_pixel == 3 && planar_configuration == 1) interleave_planes(&out);
   if (p->photometric == "YBR_FULL_422") p->photometric = "YBR_FULL";  // codecs remove the subsampling
   return out;

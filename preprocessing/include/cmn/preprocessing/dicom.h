@@ -43,7 +43,10 @@
 //
 // Decoding: implicit/explicit little endian, explicit big endian, deflated, RLE, JPEG baseline/extended/
 // lossless (DCMTK dcmjpeg), JPEG-LS lossless/near-lossless (dcmjpls), JPEG 2000 lossless/lossy (OpenJPEG, in
-// the bridge). Part 10 files and bare datasets (no preamble / File Meta Information) alike.
+// the bridge). Part 10 files and bare datasets (no preamble / File Meta Information) alike. Only frame 1 is
+// decompressed (DcmPixelData::getUncompressedFrame, not chooseRepresentation, which would decompress every
+// frame). Hostile input is bounded before DCMTK allocates: element lengths by the bytes actually present,
+// sequence nesting by max_sequence_depth, a deflated dataset by max_inflated_bytes, pixels by max_pixels.
 //
 // View classification (InstanceInfo::view, view_evidence), first rule that decides:
 //  1. ViewPosition (0018,5101): PA -> PA; AP -> AP; LL, RL, LAT, LATERAL, LLAT, RLAT -> LATERAL.
@@ -75,7 +78,7 @@ struct DicomReadOptions {
   int64_t max_dimension = 65535;        // rows or columns above this is refused
   double percentile_low = 0.5;          // without VOI: window from this percentile of the non-padding pixels...
   double percentile_high = 99.5;        // ...to this one
-  int64_t max_inflated_bytes = 1LL << 30;  // Deflated transfer syntax: a dataset inflating beyond this is refused
+  int64_t max_inflated_bytes = 1 << 30; // Deflated transfer syntax: a dataset inflating beyond this is refused
   int max_sequence_depth = 64;          // sequences nested deeper are refused (DCMTK parses them recursively)
 };
 
@@ -91,7 +94,8 @@ struct InstanceInfo {
   std::string series_instance_uid;
   std::string modality;             // CR, DX, ...
   std::string transfer_syntax_uid;
-  bool is_image = false;            // has Pixel Data and an image SOP class
+  bool is_image = false;            // has Pixel Data and its SOP class is not a non-image one (SR, KO,
+                                    // presentation state, encapsulated document, waveform, raw data, RT)
   ViewPosition view = ViewPosition::kOther;
   std::string view_evidence;        // which attribute decided the view, e.g. "ViewPosition=PA"
   int64_t rows = 0, columns = 0;

@@ -1,0 +1,73 @@
+#pragma once
+// cmn-train's recipe: a YAML file (configs/iu_xray.yaml, configs/mimic_cxr.yaml, configs/four_view.yaml) plus
+// dotted command-line overrides (`optim.lr_ed=5e-4 data.batch_size=8`), parsed once into plain structs.
+// Every key the file or an override names must be one of the keys below (the defaults are the schema): an
+// unknown key is an error naming it, so a typo never silently falls back to a default.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cmn/model/config.h"
+#include "cmn/train/data.h"
+#include "cmn/train/loss.h"
+#include "cmn/train/model_setup.h"
+#include "cmn/train/optim.h"
+
+namespace cmn::train {
+
+struct DataConfig {
+  std::string annotation;              // annotation.json (R2Gen format)
+  std::string image_dir;               // root of the image_path entries
+  int64_t batch_size = 16;             // --batch_size
+  int num_workers = 2;                 // decoding threads (--num_workers)
+  int prefetch_batches = 4;            // bounded queue of decoded batches
+  std::string on_bad_image = "skip";   // skip | fatal
+  TransformOptions transform;          // train_resize 256, train_crop 224, horizontal_flip true, image (eval)
+  std::string vocab;                   // "" = rebuild from annotation train split (R2GenCMN); else a vocab.txt
+};
+
+struct TrainerConfig {
+  std::string run_type = "train";      // train | train_val (train on train+val, select on test) | val | test
+  int64_t epochs = 100;                // --epochs
+  uint64_t seed = 9233;                // --seed: torch.manual_seed, data order and augmentation
+  std::string save_dir = "results/run";  // checkpoints, metrics.jsonl/.csv, plot, bundle
+  int64_t save_period = 1;             // epochs between checkpoints (--save_period)
+  std::string monitor_metric = "BLEU_4";  // model selection on val_<metric> (--monitor_metric)
+  std::string monitor_mode = "max";    // max | min
+  int64_t early_stop = 50;             // epochs without improvement before stopping (--early_stop)
+  int64_t log_period = 50;             // progress lines every n steps when not on a terminal (--log_period)
+  std::string resume;                  // "" | a checkpoint written by cmn-train (its .state sidecar beside it)
+  std::string init_checkpoint;         // R2GenCMN .pth to start from (weights only)
+  std::string pretrained_trunk;        // torchvision resnet101 state_dict file (--visual_extractor_pretrained)
+  bool freeze_visual_extractor = false;  // frozen trunk (eval-mode batch norm, no trunk gradients)
+  int threads = 0;                     // torch intra-op threads; 0 = hardware concurrency
+  std::vector<std::string> eval_splits = {"val", "test"};  // beam-searched every epoch
+  int64_t eval_batch_size = 0;         // 0 = data.batch_size
+  int64_t max_steps_per_epoch = 0;     // 0 = the whole split (smoke tests: a few steps)
+  int64_t eval_max_examples = 0;       // 0 = the whole split
+  bool progress = true;                // progress bar on stderr
+  std::string bundle_dir;              // "" = <save_dir>/bundle; "none" = no bundle
+  std::string bundle_name = "cmn-trained";
+};
+
+struct TrainConfig {
+  model::ModelConfig model;            // architecture + decoding (R2GenCMN names); vocab_size from the tokenizer
+  DropoutOptions dropout;              // model.dropout / drop_prob_lm / attention_dropout / memory_dropout
+  DataConfig data;
+  OptimOptions optim;
+  LossOptions loss;
+  SchedulerOptions scheduler;
+  TrainerConfig trainer;
+  std::string source;                  // the YAML file it came from (for messages)
+};
+
+// Reads `yaml_path` over the defaults, then applies `overrides` ("a.b=value", value parsed as YAML), then
+// validates. Throws c10::Error naming the file/override and the key on any problem.
+TrainConfig load_train_config(const std::string& yaml_path, const std::vector<std::string>& overrides = {});
+// The same from YAML text.
+TrainConfig parse_train_config(const std::string& yaml_text, const std::string& source_name,
+                               const std::vector<std::string>& overrides = {});
+// The effective configuration as YAML (written to save_dir/config.yaml).
+std::string to_yaml(const TrainConfig& config);
+
+}  // namespace cmn::train

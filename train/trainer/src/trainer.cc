@@ -1,0 +1,492 @@
+#include "cmn/train/trainer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cmn/model/checkpoint.h"
+#include "cmn/pipeline/bundle.h"
+#include "cmn/train/loss.h"
+#include "cmn/train/model_setup.h"
+
+#ifdef CMN_HAVE_METRICS
+#include "cmn/metrics/metrics.h"
+#endif
+
+namespace cmn::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+void fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// torch archive -> temporary file -> fsync -> rename -> fsync(dir): readers see the old file or the new one.
+void save_archive_atomically(torch::serialize::OutputArchive& archive, const std::string& path) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  archive.save_to(tmp);
+  fsync_path(tmp, false);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  TORCH_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
+  fsync_path(fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string(), true);
+}
+
+torch::Tensor scalar_tensor(double v) { return torch::tensor({v}, torch::kDouble); }
+double read_scalar(torch::serialize::InputArchive& archive, const std::string& key) {
+  torch::Tensor t;
+  archive.read(key, t);
+  return t.item<double>();
+}
+
+std::string reference_text(const model::Tokenizer& tokenizer, const std::vector<int64_t>& ids) {
+  if (ids.size() <= 1) return std::string();
+  return tokenizer.decode(std::vector<int64_t>(ids.begin() + 1, ids.end()));  // decode(reports_ids[:, 1:])
+}
+
+nlohmann::json log_to_json(const EpochLog& log) {
+  nlohmann::json j;
+  j["epoch"] = log.epoch;
+  j["train_loss"] = log.train_loss;
+  j["seconds"] = log.seconds;
+  j["lrs"] = log.lrs;
+  for (const auto& [k, v] : log.values) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+  return j;
+}
+
+EpochLog log_from_json(const nlohmann::json& j) {
+  EpochLog log;
+  log.epoch = j.value("epoch", int64_t{0});
+  log.train_loss = j.value("train_loss", 0.0);
+  log.seconds = j.value("seconds", 0.0);
+  log.lrs = j.value("lrs", std::vector<double>{});
+  for (const auto& [k, v] : j.items()) {
+    if (k == "epoch" || k == "train_loss" || k == "seconds" || k == "lrs") continue;
+    log.values[k] = v.is_number() ? v.get<double>() : kNaN;
+  }
+  return log;
+}
+
+}  // namespace
+
+double EvalResult::metric(const std::string& name) const {
+  if (name == "loss") return loss;
+  for (const auto& [k, v] : scores) {
+    if (k == name) return v;
+  }
+  return kNaN;
+}
+
+Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
+  const auto& t = config_.trainer;
+  if (t.threads > 0) torch::set_num_threads(t.threads);
+  torch::manual_seed(t.seed);
+
+  // --- data and vocabulary ---
+  TORCH_CHECK(!config_.data.annotation.empty(), config_.source, ": data.annotation is not set");
+  auto annotation = pipeline::read_annotation(config_.data.annotation);
+  TORCH_CHECK(annotation.ok(), annotation.status().ToString());
+  annotation_ = std::move(*annotation);
+  const auto rule = model::cleaning_rule_for_dataset(config_.model.dataset_name);
+  if (!config_.data.vocab.empty()) {
+    tokenizer_ = model::Tokenizer::from_vocab_file(config_.data.vocab, rule);
+  } else {
+    std::vector<std::string> reports;
+    for (const auto& e : annotation_.train) reports.push_back(e.report);
+    tokenizer_ = model::Tokenizer::build(reports, rule, static_cast<int>(config_.model.threshold));
+  }
+
+  // --- model ---
+  config_.model.vocab_size = tokenizer_.vocab_size();
+  config_.model.views = config_.model.effective_views();
+  model_ = model::R2GenCMN(config_.model);
+  if (!t.init_checkpoint.empty()) {
+    auto ckpt = model::read_checkpoint(t.init_checkpoint);
+    model::load_state_dict(*model_, ckpt.state_dict);
+  }
+  if (!t.pretrained_trunk.empty()) load_torchvision_resnet101(*model_, t.pretrained_trunk);
+  set_dropout(*model_, config_.dropout);
+  if (t.freeze_visual_extractor) freeze_visual_extractor(*model_);
+  model_->reset_inference_cache();
+
+  optimizer_ = build_optimizer(*model_, config_.optim);
+  scheduler_ = std::make_unique<LrScheduler>(*optimizer_, config_.scheduler);
+  monitor_best_ = t.monitor_mode == "max" ? -std::numeric_limits<double>::infinity()
+                                          : std::numeric_limits<double>::infinity();
+  if (!t.resume.empty()) resume(t.resume);
+}
+
+Trainer::~Trainer() = default;
+
+std::string Trainer::state_path() const { return config_.trainer.save_dir + "/current_checkpoint.state"; }
+std::string Trainer::checkpoint_path() const { return config_.trainer.save_dir + "/current_checkpoint.pth"; }
+std::string Trainer::best_path() const { return config_.trainer.save_dir + "/model_best.pth"; }
+
+DataLoader& Trainer::loader(const std::string& split) {
+  auto it = loaders_.find(split);
+  if (it != loaders_.end()) return *it->second;
+  std::vector<pipeline::AnnotationExample> entries;
+  if (split == "train") {
+    entries = annotation_.train;
+    if (config_.trainer.run_type == "train_val") entries.insert(entries.end(), annotation_.val.begin(), annotation_.val.end());
+  } else if (split == "val") {
+    entries = annotation_.val;
+  } else if (split == "test") {
+    entries = annotation_.test;
+  } else {
+    TORCH_CHECK(false, "unknown split '", split, "'");
+  }
+  const bool train = split == "train";
+  if (!train && config_.trainer.eval_max_examples > 0 &&
+      static_cast<int64_t>(entries.size()) > config_.trainer.eval_max_examples) {
+    entries.resize(static_cast<size_t>(config_.trainer.eval_max_examples));
+  }
+  ExampleOptions eo;
+  eo.image_dir = config_.data.image_dir;
+  eo.views = config_.model.effective_views();
+  eo.max_seq_length = config_.model.max_seq_length;
+  LoaderOptions lo;
+  lo.batch_size = train || config_.trainer.eval_batch_size <= 0 ? config_.data.batch_size : config_.trainer.eval_batch_size;
+  lo.shuffle = train;
+  lo.augment = train;
+  lo.seed = config_.trainer.seed;
+  lo.num_workers = config_.data.num_workers;
+  lo.prefetch_batches = config_.data.prefetch_batches;
+  lo.on_bad_image = parse_bad_image_policy(config_.data.on_bad_image);
+  lo.transform = config_.data.transform;
+  auto dl = std::make_unique<DataLoader>(make_examples(entries, tokenizer_, eo), lo);
+  auto& ref = *dl;
+  loaders_[split] = std::move(dl);
+  return ref;
+}
+
+double Trainer::train_epoch(int64_t epoch) {
+  auto& data = loader("train");
+  train_mode(*model_);
+  data.start_epoch(epoch);
+  int64_t steps = data.num_batches();
+  if (config_.trainer.max_steps_per_epoch > 0) steps = std::min(steps, config_.trainer.max_steps_per_epoch);
+  const bool tty = config_.trainer.progress && ::isatty(STDERR_FILENO);
+  const auto start = std::chrono::steady_clock::now();
+  double total = 0.0;
+  int64_t step = 0;
+  while (step < steps) {
+    auto batch = data.next();
+    if (!batch) break;
+    for (const auto& m : batch->skipped) LOG(WARNING) << m;
+    auto log_probs = model_->forward(batch->images, batch->targets);  // [B,L-1,V+1]
+    auto loss = language_model_loss(log_probs, batch->targets, batch->masks, config_.loss);
+    optimizer_->zero_grad();
+    loss.backward();
+    clip_gradients(*model_, config_.optim);
+    optimizer_->step();
+    scheduler_->step_update();
+    total += loss.item<double>();
+    ++step;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (tty) {
+      const int width = 30, filled = static_cast<int>(width * step / std::max<int64_t>(steps, 1));
+      std::cerr << "\r[" << epoch << "/" << config_.trainer.epochs << "] [" << std::string(filled, '#')
+                << std::string(width - filled, '.') << "] " << step << "/" << steps << " loss " << std::fixed
+                << std::setprecision(4) << total / step << " " << std::setprecision(2) << step / secs << " it/s"
+                << std::defaultfloat << std::flush;
+    } else if (config_.trainer.progress && (step % std::max<int64_t>(config_.trainer.log_period, 1) == 0 || step == steps)) {
+      LOG(INFO) << "[" << epoch << "/" << config_.trainer.epochs << "] step " << step << "/" << steps
+                << ", training loss " << total / step << ", " << step / secs << " it/s";
+    }
+  }
+  if (tty) std::cerr << "\n";
+  model_->reset_inference_cache();  // weights changed: folded batch norm and memory projections are stale
+  return step > 0 ? total / step : kNaN;
+}
+
+EvalResult Trainer::evaluate(const std::string& split) {
+  EvalResult result;
+  result.split = split;
+  auto& data = loader(split);
+  const bool was_training = model_->is_training();
+  model_->eval();
+  model_->reset_inference_cache();
+  torch::NoGradGuard no_grad;
+  const auto decoding = model::decoding_options_from(model_->config());
+  data.start_epoch(0);
+  double loss_sum = 0.0;
+  int64_t loss_batches = 0;
+  while (auto batch = data.next()) {
+    for (const auto& m : batch->skipped) LOG(WARNING) << m;
+    auto log_probs = model_->forward(batch->images, batch->targets);
+    loss_sum += language_model_loss(log_probs, batch->targets, batch->masks).item<double>();
+    ++loss_batches;
+    auto decoded = model_->generate(batch->images, decoding);
+    for (size_t i = 0; i < decoded.best.size(); ++i) {
+      const auto& example = data.examples()[static_cast<size_t>(batch->indices[i])];
+      result.ids.push_back(example.id);
+      result.predictions.push_back(tokenizer_.decode(decoded.best[i].ids));
+      result.references.push_back(reference_text(tokenizer_, example.ids));
+    }
+  }
+  result.loss = loss_batches > 0 ? loss_sum / loss_batches : kNaN;
+#ifdef CMN_HAVE_METRICS
+  if (!result.predictions.empty()) {
+    std::vector<metrics::Example> examples;
+    for (size_t i = 0; i < result.predictions.size(); ++i) examples.push_back({result.predictions[i], {result.references[i]}});
+    result.scores = metrics::evaluate(examples).named();
+  }
+#else
+  // HOOK(metrics): built without train/metrics (cmn_metrics): no BLEU/METEOR/ROUGE/CIDEr; selection on "loss" only.
+#endif
+  if (was_training) train_mode(*model_);
+  return result;
+}
+
+bool Trainer::improved(double value) const {
+  if (!std::isfinite(value)) return false;
+  return config_.trainer.monitor_mode == "max" ? value >= monitor_best_ : value <= monitor_best_;
+}
+
+void Trainer::save_checkpoint(int64_t epoch, bool best) {
+  fs::create_directories(config_.trainer.save_dir);
+  model::CheckpointWriteOptions wo;
+  wo.epoch = epoch;
+  wo.monitor_best = monitor_best_;
+  const auto state_dict = model::module_state_dict(*model_);
+  model::write_checkpoint(checkpoint_path(), state_dict, wo);
+  if (best) model::write_checkpoint(best_path(), state_dict, wo);
+
+  torch::serialize::OutputArchive archive;
+  torch::serialize::OutputArchive model_archive, optimizer_archive;
+  model_->save(model_archive);
+  optimizer_->save(optimizer_archive);
+  archive.write("model", model_archive);
+  archive.write("optimizer", optimizer_archive);
+  const auto s = scheduler_->state();
+  archive.write("scheduler_last_epoch", scalar_tensor(static_cast<double>(s.last_epoch)));
+  archive.write("scheduler_num_updates", scalar_tensor(static_cast<double>(s.num_updates)));
+  archive.write("scheduler_lrs", torch::tensor(s.lrs, torch::kDouble));
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    archive.write("torch_rng", gen.get_state());
+  }
+  archive.write("epoch", scalar_tensor(static_cast<double>(epoch)));
+  archive.write("monitor_best", scalar_tensor(monitor_best_));
+  archive.write("not_improved", scalar_tensor(static_cast<double>(not_improved_)));
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& h : history_) history.push_back(log_to_json(h));
+  archive.write("history", c10::IValue(history.dump()));
+  save_archive_atomically(archive, state_path());
+}
+
+void Trainer::resume(const std::string& path_in) {
+  std::string path = path_in;
+  if (fs::is_directory(path)) path += "/current_checkpoint.state";
+  if (path.size() > 4 && path.compare(path.size() - 4, 4, ".pth") == 0) path = path.substr(0, path.size() - 4) + ".state";
+  TORCH_CHECK(fs::exists(path), "cannot resume: '", path, "' does not exist");
+  torch::serialize::InputArchive archive;
+  archive.load_from(path);
+  torch::serialize::InputArchive model_archive, optimizer_archive;
+  archive.read("model", model_archive);
+  archive.read("optimizer", optimizer_archive);
+  model_->load(model_archive);
+  optimizer_->load(optimizer_archive);
+  LrScheduler::State s;
+  s.last_epoch = static_cast<int64_t>(read_scalar(archive, "scheduler_last_epoch"));
+  s.num_updates = static_cast<int64_t>(read_scalar(archive, "scheduler_num_updates"));
+  torch::Tensor lrs;
+  archive.read("scheduler_lrs", lrs);
+  for (int64_t i = 0; i < lrs.numel(); ++i) s.lrs.push_back(lrs[i].item<double>());
+  scheduler_->load_state(s);
+  torch::Tensor rng;
+  archive.read("torch_rng", rng);
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng);
+  }
+  const auto epoch = static_cast<int64_t>(read_scalar(archive, "epoch"));
+  start_epoch_ = epoch + 1;
+  monitor_best_ = read_scalar(archive, "monitor_best");
+  not_improved_ = static_cast<int64_t>(read_scalar(archive, "not_improved"));
+  c10::IValue history;
+  archive.read("history", history);
+  history_.clear();
+  for (const auto& j : nlohmann::json::parse(history.toStringRef())) history_.push_back(log_from_json(j));
+  set_dropout(*model_, config_.dropout);
+  model_->reset_inference_cache();
+  LOG(INFO) << "resumed from " << path << " (epoch " << epoch << "), continuing at epoch " << start_epoch_;
+}
+
+void Trainer::write_epoch_log(const EpochLog& log) {
+  fs::create_directories(config_.trainer.save_dir);
+  {
+    std::ofstream out(config_.trainer.save_dir + "/metrics.jsonl", std::ios::app);
+    out << log_to_json(log).dump() << "\n";
+  }
+  const std::string csv = config_.trainer.save_dir + "/metrics.csv";
+  const bool fresh = !fs::exists(csv);
+  std::ofstream out(csv, std::ios::app);
+  if (fresh) {
+    out << "epoch,train_loss,seconds";
+    for (size_t i = 0; i < log.lrs.size(); ++i) out << ",lr_" << i;
+    for (const auto& [k, v] : log.values) out << "," << k;
+    out << "\n";
+  }
+  out << std::setprecision(10) << log.epoch << "," << log.train_loss << "," << log.seconds;
+  for (double lr : log.lrs) out << "," << lr;
+  for (const auto& [k, v] : log.values) out << "," << v;
+  out << "\n";
+}
+
+void Trainer::write_plot() {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    LOG(INFO) << "gnuplot is not installed: no loss.png (apt-get install gnuplot-nox)";
+    return;
+  }
+  const std::string dir = config_.trainer.save_dir;
+  {
+    std::ofstream data(dir + "/plot.dat");
+    for (const auto& h : history_) {
+      auto get = [&](const std::string& k) {
+        auto it = h.values.find(k);
+        return it == h.values.end() || !std::isfinite(it->second) ? std::string("NaN") : std::to_string(it->second);
+      };
+      data << h.epoch << " " << h.train_loss << " " << get("val_BLEU_4") << " " << get("val_CIDEr") << "\n";
+    }
+  }
+  {
+    std::ofstream gp(dir + "/plot.gp");
+    gp << "set terminal pngcairo size 900,500\nset output '" << dir << "/loss.png'\n"
+       << "set xlabel 'epoch'\nset ylabel 'train loss'\nset y2label 'val score'\nset y2tics\nset key outside\n"
+       << "plot '" << dir << "/plot.dat' using 1:2 with linespoints title 'train loss', "
+       << "'' using 1:3 axes x1y2 with linespoints title 'val BLEU-4', "
+       << "'' using 1:4 axes x1y2 with linespoints title 'val CIDEr'\n";
+  }
+  const std::string cmd = "gnuplot '" + dir + "/plot.gp' >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) LOG(WARNING) << "gnuplot failed; no loss.png";
+}
+
+void Trainer::write_bundle_dir() {
+  const auto& t = config_.trainer;
+  if (t.bundle_dir == "none") return;
+  const std::string dir = t.bundle_dir.empty() ? t.save_dir + "/bundle" : t.bundle_dir;
+  if (fs::exists(best_path())) {
+    auto ckpt = model::read_checkpoint(best_path());
+    model::load_state_dict(*model_, ckpt.state_dict);
+    model_->reset_inference_cache();
+  }
+  pipeline::BundleInfo meta;
+  meta.name = t.bundle_name;
+  meta.version = "epoch-" + std::to_string(history_.empty() ? 0 : history_.back().epoch);
+  meta.untrained = false;
+  meta.intended_use = "Research use only: trained with cmn-train from " + config_.data.annotation +
+                      "; not a medical device.";
+  meta.config = model_->config();
+  meta.image = config_.data.transform.image;
+  pipeline::WriteBundleOptions wo;
+  wo.overwrite = true;
+  model_->eval();
+  auto status = pipeline::write_bundle(dir, meta, model_, tokenizer_, wo);
+  TORCH_CHECK(status.ok(), "cannot write the bundle: ", status.ToString());
+  LOG(INFO) << "bundle written to " << dir;
+}
+
+void Trainer::run() {
+  const auto& t = config_.trainer;
+  fs::create_directories(t.save_dir);
+  {
+    std::ofstream out(t.save_dir + "/config.yaml");
+    out << to_yaml(config_);
+  }
+  auto write_predictions = [&](const EvalResult& r) {
+    std::ofstream out(t.save_dir + "/predictions_" + r.split + ".jsonl");
+    for (size_t i = 0; i < r.ids.size(); ++i) {
+      out << nlohmann::json{{"id", r.ids[i]}, {"report", r.predictions[i]}, {"reference", r.references[i]}}.dump() << "\n";
+    }
+  };
+  if (t.run_type == "val" || t.run_type == "test") {
+    if (t.init_checkpoint.empty() && t.resume.empty()) {
+      LOG(WARNING) << "run_type " << t.run_type << " without trainer.init_checkpoint or --resume: scoring random weights";
+    }
+    auto r = evaluate(t.run_type);
+    write_predictions(r);
+    nlohmann::json j;
+    for (const auto& [k, v] : r.scores) j[k] = v;
+    j["loss"] = r.loss;
+    j["split"] = r.split;
+    j["examples"] = r.ids.size();
+    std::cout << j.dump() << std::endl;
+    return;
+  }
+
+  // train / train_val. train_val trains on train+val and has no held-out split to select on: the last epoch is
+  // kept as the best one, and only test is scored.
+  std::vector<std::string> splits;
+  for (const auto& s : t.eval_splits) {
+    if (t.run_type == "train_val" && s == "val") continue;
+    splits.push_back(s);
+  }
+  for (int64_t epoch = start_epoch_; epoch <= t.epochs; ++epoch) {
+    const auto start = std::chrono::steady_clock::now();
+    EpochLog log;
+    log.epoch = epoch;
+    log.lrs = scheduler_->current_lrs();
+    log.train_loss = train_epoch(epoch);
+    for (const auto& split : splits) {
+      auto r = evaluate(split);
+      write_predictions(r);
+      log.values[split + "_loss"] = r.loss;
+      for (const auto& [k, v] : r.scores) log.values[split + "_" + k] = v;
+    }
+    scheduler_->step_epoch();  // lr_scheduler.step() at the end of _train_epoch
+    bool best = false;
+    if (t.run_type == "train_val") {
+      best = true;
+    } else {
+      auto it = log.values.find("val_" + t.monitor_metric);
+      const double value = it == log.values.end() ? kNaN : it->second;
+      if (improved(value)) {
+        monitor_best_ = value;
+        not_improved_ = 0;
+        best = true;
+      } else {
+        ++not_improved_;
+      }
+    }
+    log.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    history_.push_back(log);
+    write_epoch_log(log);
+    std::ostringstream line;
+    line << "epoch " << epoch << ": train_loss " << log.train_loss;
+    for (const auto& [k, v] : log.values) line << ", " << k << " " << v;
+    LOG(INFO) << line.str() << (best ? " (best)" : "");
+    if (epoch % t.save_period == 0 || epoch == t.epochs) save_checkpoint(epoch, best);
+    if (not_improved_ > t.early_stop) {
+      LOG(INFO) << "val_" << t.monitor_metric << " did not improve for " << not_improved_ << " epochs: stopping";
+      break;
+    }
+  }
+  write_plot();
+  write_bundle_dir();
+}
+
+}  // namespace cmn::train
