@@ -58,7 +58,8 @@ std::optional<ReportGenerator> load_from_checkpoint(const std::string& pth, cons
   return ReportGenerator(std::move(model), std::move(tokenizer), identity);
 }
 
-std::optional<ReportGenerator> load_from_bundle(const std::string& dir) {
+// `allowed_modalities` receives the bundle's preprocessing.allowed_modalities.
+std::optional<ReportGenerator> load_from_bundle(const std::string& dir, std::vector<std::string>& allowed_modalities) {
   auto bundle = cmn::pipeline::load_bundle(dir);
   if (!bundle.ok()) {
     std::cerr << "cmn-generate: " << bundle.status().message() << "\n";
@@ -69,6 +70,7 @@ std::optional<ReportGenerator> load_from_bundle(const std::string& dir) {
   identity.version = bundle->info.version;
   identity.digest = bundle->info.digest;
   identity.untrained = bundle->info.untrained;
+  allowed_modalities = bundle->info.allowed_modalities;
   return ReportGenerator(std::move(bundle->model), std::move(bundle->tokenizer), identity);
 }
 
@@ -290,8 +292,11 @@ int main(int argc, char** argv) {
   app.add_option("--dicom", dicom_paths,
                  "DICOM files or folders (recursive); grouped into studies by StudyInstanceUID, one line each")
       ->check(CLI::ExistingPath)->excludes(images_opt);
-  app.add_option("--modalities", modalities, "modalities --dicom accepts (others are skipped, saying so)")
-      ->delimiter(',')->capture_default_str();
+  auto* modalities_opt =
+      app.add_option("--modalities", modalities,
+                     "modalities --dicom accepts, others are skipped saying so (default: the bundle's "
+                     "preprocessing.allowed_modalities, else CR,DX,DR)")
+          ->delimiter(',')->capture_default_str();
   app.add_option("--beam-size", beam_size, "beams (default: the model's)")->check(CLI::Range(1, 64));
   app.add_option("--max-length", max_length, "tokens at most (default: the model's)")->check(CLI::Range(1, 1000));
   app.add_option("--sample-method", sample_method, "beam_search | greedy | sample")
@@ -325,7 +330,10 @@ int main(int argc, char** argv) {
 
   std::optional<ReportGenerator> generator;
   try {
-    generator = checkpoint.empty() ? load_from_bundle(bundle_dir) : load_from_checkpoint(checkpoint, args_json, annotation);
+    std::vector<std::string> bundle_modalities;
+    generator = checkpoint.empty() ? load_from_bundle(bundle_dir, bundle_modalities)
+                                   : load_from_checkpoint(checkpoint, args_json, annotation);
+    if (!bundle_modalities.empty() && modalities_opt->count() == 0) modalities = bundle_modalities;
   } catch (const c10::Error& e) {
     std::cerr << "cmn-generate: " << e.msg() << "\n";
     return kExitFailure;

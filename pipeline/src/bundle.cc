@@ -306,7 +306,19 @@ absl::StatusOr<BundleInfo> parse_model_yaml(const std::string& text, const std::
   }
   if (const YAML::Node pre = root["preprocessing"]; pre.IsDefined()) {
     CMN_RETURN_IF_ERROR(r.expect_map(pre, "preprocessing"));
-    CMN_RETURN_IF_ERROR(r.check_keys(pre, "preprocessing", {"image_size", "mean", "std"}));
+    CMN_RETURN_IF_ERROR(r.check_keys(pre, "preprocessing", {"image_size", "mean", "std", "allowed_modalities"}));
+    if (const YAML::Node mods = pre["allowed_modalities"]; mods.IsDefined()) {
+      if (!mods.IsSequence() || mods.size() == 0) {
+        return r.error("preprocessing.allowed_modalities", "must be a non-empty list of modality codes");
+      }
+      info.allowed_modalities.clear();
+      for (const auto& m : mods) {
+        if (!m.IsScalar() || m.Scalar().empty()) {
+          return r.error("preprocessing.allowed_modalities", "entries must be modality codes such as CR");
+        }
+        info.allowed_modalities.push_back(m.Scalar());
+      }
+    }
     CMN_RETURN_IF_ERROR(r.get(pre, "preprocessing", "image_size", &info.image.size));
     CMN_RETURN_IF_ERROR(r.get_array(pre, "preprocessing", "mean", &info.image.mean));
     CMN_RETURN_IF_ERROR(r.get_array(pre, "preprocessing", "std", &info.image.std));
@@ -400,6 +412,9 @@ std::string emit_model_yaml(const BundleInfo& info) {
   out << YAML::EndSeq;
   out << YAML::Key << "std" << YAML::Value << YAML::Flow << YAML::BeginSeq;
   for (float v : info.image.std) out << shortest(v);
+  out << YAML::EndSeq;
+  out << YAML::Key << "allowed_modalities" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const auto& m : info.allowed_modalities) out << m;
   out << YAML::EndSeq;
   out << YAML::EndMap;
 

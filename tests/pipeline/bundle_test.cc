@@ -191,6 +191,25 @@ TEST_F(ImportedBundleTest, ModelYamlIsStrict) {
   auto top = read_bundle_info(dir);
   EXPECT_FALSE(top.ok());
   EXPECT_NE(top.status().message().find("'colour'"), std::string::npos) << top.status();
+
+  // The modalities a model reads: chest radiographs by default, widened by the bundle, never empty.
+  EXPECT_EQ(plain->allowed_modalities, (std::vector<std::string>{"CR", "DX", "DR"}));
+  const std::string mods = "allowed_modalities: [CR, DX, DR]";
+  ASSERT_NE(yaml.find(mods), std::string::npos) << yaml;
+  std::string widened = yaml;
+  widened.replace(widened.find(mods), mods.size(), "allowed_modalities: [DX, RG]");
+  write_all(dir + "/model.yaml", widened);
+  ASSERT_TRUE(write_sha256sums(dir).ok());
+  auto wide = read_bundle_info(dir);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  EXPECT_EQ(wide->allowed_modalities, (std::vector<std::string>{"DX", "RG"}));
+  std::string emptied = yaml;
+  emptied.replace(emptied.find(mods), mods.size(), "allowed_modalities: []");
+  write_all(dir + "/model.yaml", emptied);
+  ASSERT_TRUE(write_sha256sums(dir).ok());
+  auto none = read_bundle_info(dir);
+  EXPECT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("preprocessing.allowed_modalities"), std::string::npos) << none.status();
 }
 
 TEST(BundleTest, UntrainedBundleLoadsAndIsMarked) {

@@ -16,6 +16,7 @@
 // std::exception from model code are caught at this seam and never escape.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -55,6 +56,9 @@ struct BundleInfo {
   std::string intended_use;             // human-readable statement of what the model is (not) for
   model::ModelConfig config;            // architecture + decoding defaults, R2GenCMN argument names
   preprocessing::ImageOptions image;    // `preprocessing` section: resize target and ImageNet mean/std
+  // `preprocessing.allowed_modalities`: DICOM modalities this model reads; instances of others are skipped
+  // (with the reason) when a study is assembled. Chest radiographs by default.
+  std::vector<std::string> allowed_modalities = {"CR", "DX", "DR"};
   std::string weights_file = kDefaultWeightsFile;   // file name inside the bundle (no '/')
   std::string weights_format = kWeightsFormatR2GenCMN;
   std::string weights_dtype = "float32";            // float32 | float16 (storage only)
