@@ -1,0 +1,113 @@
+#pragma once
+// cmn-server's configuration: configs/server.yaml (every key documented there) plus dotted command-line
+// overrides (`server.port=0 model.bundle=bundles/iu_xray`), parsed once into these plain structs.
+//
+// Strict: a key this file does not list, at any level, is an error naming it ("unknown key 'server.prot'"),
+// and so is a value of the wrong type or out of range ("engine.max_batch_size: must be >= 1, got 0").
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace cmn::server {
+
+// `server:` the gRPC listener.
+struct ListenOptions {
+  std::string host = "0.0.0.0";          // address to bind ("127.0.0.1" for local only, "[::]" for IPv6)
+  int port = 50051;                      // 0 = let the OS pick one (ReportServer::port() tells which)
+  int64_t max_receive_message_mb = 64;   // largest request accepted (all DICOM instances together), MiB
+  int64_t max_send_message_mb = 16;      // largest response sent, MiB
+  int max_threads = 64;                  // gRPC handler threads at most (calls beyond wait or get RESOURCE_EXHAUSTED)
+  double shutdown_grace_s = 30;          // SIGTERM: in-flight calls get this long to finish, then are cancelled
+  bool reflection = true;                // gRPC server reflection (grpcurl, grpc_cli)
+  // A second, plaintext gRPC port serving only grpc.health.v1.Health (same status as the main port), for
+  // probes that cannot speak TLS (Kubernetes' native gRPC probes). -1 = off, 0 = any free port.
+  int health_port = -1;
+};
+
+// `model:` what to load. Exactly one of `bundle` or (`r2gencmn` + `args` + `annotation`).
+struct ModelOptions {
+  std::string bundle;       // model bundle directory (model.yaml, weights, vocab.txt, SHA256SUMS)
+  std::string r2gencmn;     // or: an R2GenCMN checkpoint (.pth) ...
+  std::string args;         // ... its argument JSON (R2GenCMN names) ...
+  std::string annotation;   // ... and the annotation.json its vocabulary was built from
+  int threads = 0;          // LibTorch intra-op threads; 0 = the number of CPU cores
+  bool allow_untrained = true;  // false: refuse to start on a bundle marked untrained (production)
+};
+
+// `engine:` the request queue and the batcher in front of the single model worker.
+struct EngineOptions {
+  int max_batch_size = 4;        // studies sharing one visual-encoder pass and one decode loop
+  int max_queue_delay_ms = 10;   // how long the oldest waiting request waits for batch partners
+  int max_pending = 16;          // requests admitted at once (preprocessing, waiting or decoding); more get
+                                 // RESOURCE_EXHAUSTED at once
+  int preprocess_threads = 2;    // DICOM decodes running at once (each in its caller's handler thread)
+};
+
+// `limits:` what a single request may ask for. Decoding overrides above a limit are clamped to it.
+struct LimitsOptions {
+  int max_instances = 16;                // DICOM instances per request (more: RESOURCE_EXHAUSTED)
+  int64_t max_pixels = 50'000'000;       // rows * columns per image (more: INVALID_ARGUMENT, before decoding)
+  int64_t max_dimension = 16384;         // rows or columns per image
+  int max_beam_size = 5;                 // beam_size override clamp
+  int max_length = 100;                  // max_length override clamp (also clamps the bundle default)
+};
+
+// `study:` how instances become the model's view slots (preprocessing::StudyOptions).
+struct StudyConfig {
+  // Images of other modalities are skipped (and listed as skipped). Empty = the model bundle's
+  // preprocessing.allowed_modalities (CR, DX, DR unless the bundle says otherwise).
+  std::vector<std::string> allowed_modalities;
+};
+
+// `auth:` bearer tokens. Clients send "authorization: Bearer <token>"; the server keeps only hashes.
+struct AuthOptions {
+  // File of lower-case hex SHA-256 digests of the accepted tokens, one per line (`printf %s TOKEN |
+  // sha256sum`); '#' starts a comment. "" = no authentication. Health and reflection stay open.
+  std::string token_hashes_file;
+};
+
+// `tls:` transport security. Both empty = plaintext (only behind a TLS-terminating proxy or on localhost).
+struct TlsOptions {
+  std::string cert_file;        // PEM certificate chain of the server
+  std::string key_file;         // PEM private key of the server
+  std::string client_ca_file;   // PEM CA bundle: set = mutual TLS, clients must present a certificate it signed
+};
+
+// `metrics:` Prometheus text exposition over HTTP (GET /metrics).
+struct MetricsOptions {
+  std::string host = "0.0.0.0";
+  int port = 9090;              // 0 = let the OS pick one; -1 = no metrics endpoint
+};
+
+// `logging:`
+struct LoggingOptions {
+  bool requests = true;         // one INFO line per call (method, status, study UID, timings; no patient data)
+};
+
+struct ServerConfig {
+  ListenOptions server;
+  ModelOptions model;
+  EngineOptions engine;
+  LimitsOptions limits;
+  StudyConfig study;
+  AuthOptions auth;
+  TlsOptions tls;
+  MetricsOptions metrics;
+  LoggingOptions logging;
+};
+
+// Reads `path` ("" = all defaults), applies each "dotted.key=value" override (the value is parsed as YAML, so
+// `study.allowed_modalities=[CR,DX]` works) and validates. Errors name the file or "command line", and the key.
+absl::StatusOr<ServerConfig> load_server_config(const std::string& path,
+                                                const std::vector<std::string>& overrides = {});
+// The same from YAML text (tests).
+absl::StatusOr<ServerConfig> parse_server_config(const std::string& yaml_text, const std::string& source,
+                                                 const std::vector<std::string>& overrides = {});
+// Range and consistency checks (exactly one model source, both TLS files or none, ...).
+absl::Status validate_server_config(const ServerConfig& config);
+// Every key the reader knows, dotted ("server.port", ...), in reading order.
+std::vector<std::string> server_config_keys();
+
+}  // namespace cmn::server

@@ -1,0 +1,130 @@
+#pragma once
+// The serving engine: a bounded set of admitted requests, a FIFO queue, and one model worker that batches
+// waiting studies (as CTranslate2's ReplicaPool + batcher: one model replica, one thread calling forward).
+//
+//   handler thread                         worker thread
+//   admit()  -> Slot (or RESOURCE_EXHAUSTED at once)
+//   DICOM -> images (outside the engine)
+//   run(images, decoding, control) ---->   waits up to max_queue_delay_ms for up to max_batch_size studies with
+//     waits; forwards progress;            the same decoding settings, then: visual encoder on the batch ->
+//     polls cancellation / deadline        encoder -> decode loop (all studies' beams step together).
+//   <- result or DEADLINE_EXCEEDED /       Between decode steps it checks every study's deadline and
+//      CANCELLED (slot freed at once)      abandonment; when every study of the batch is gone it stops.
+//
+// A study decoded in a batch gets the same tokens as decoded alone: rows never interact and beam search's
+// early stop does not change any study's result (model/decoding.h).
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "cmn/model/decoding.h"
+#include "cmn/model/r2gencmn.h"
+#include "cmn/server/config.h"
+
+namespace cmn::server {
+
+class Metrics;
+
+// What a finished study gets back.
+struct JobResult {
+  model::Hypothesis hypothesis;   // ids (ending with 0 unless max_length was hit) and their log-probs
+  double queue_s = 0;             // enqueued -> its batch started
+  double visual_s = 0, encode_s = 0, decode_s = 0;  // of its batch
+  int batch_size = 1;             // studies in its batch
+  int64_t decode_steps = 0;       // decoder steps its batch ran
+};
+
+// Tokens that became certain (see cmn.v1.ReportProgress), delivered on the caller's thread.
+struct JobProgress {
+  std::vector<int64_t> stable_ids;  // all certain tokens so far (no end token)
+  size_t new_from = 0;              // stable_ids[new_from:] are new since the previous progress
+  int64_t step = 0;                 // decoder steps run so far
+};
+
+struct JobControl {
+  // The call's deadline; DEADLINE_EXCEEDED once it passes (checked before the batch and between steps).
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  // Polled by the waiting caller every few milliseconds: true = the client went away (CANCELLED).
+  std::function<bool()> cancelled;
+  // Called on the caller's thread for each progress event; returning false abandons the call (CANCELLED).
+  // Empty = no progress tracking.
+  std::function<bool(const JobProgress&)> on_progress;
+};
+
+class Engine {
+ public:
+  // The engine owns the worker thread; `model` must be in eval mode and not used by any other thread.
+  Engine(model::R2GenCMN model, const EngineOptions& options, Metrics* metrics);
+  ~Engine();  // stop()
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // An admitted request. Moving transfers it; destruction frees the slot.
+  class Slot {
+   public:
+    Slot() = default;
+    Slot(Slot&& other) noexcept : engine_(other.engine_) { other.engine_ = nullptr; }
+    Slot& operator=(Slot&& other) noexcept;
+    ~Slot();
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+
+   private:
+    friend class Engine;
+    explicit Slot(Engine* engine) : engine_(engine) {}
+    Engine* engine_ = nullptr;
+  };
+
+  // RESOURCE_EXHAUSTED at once when max_pending requests are admitted; UNAVAILABLE after stop().
+  absl::StatusOr<Slot> admit();
+
+  // Queues one study (images [V,3,H,W], the model's V) and blocks until it is decoded, its deadline passes,
+  // or it is cancelled. A model failure fails its batch (INTERNAL). The slot proves admission.
+  absl::StatusOr<JobResult> run(const Slot& slot, torch::Tensor images, const model::DecodingOptions& decoding,
+                                const JobControl& control);
+
+  // Finishes the queued and running studies, then stops the worker. Later admits get UNAVAILABLE.
+  void stop();
+
+  int64_t pending() const;  // admitted requests
+  int64_t queued() const;   // waiting for the worker
+
+  struct Stats {
+    int64_t batches = 0;            // batches decoded to the end
+    int64_t abandoned_batches = 0;  // batches stopped early because no study of theirs was wanted any more
+  };
+  Stats stats() const;
+
+  struct Job;  // internal
+
+ private:
+  void release_slot();
+  void worker_loop();
+  std::vector<std::shared_ptr<Job>> next_batch(std::unique_lock<std::mutex>& lock);
+  void run_batch(const std::vector<std::shared_ptr<Job>>& batch);
+  void withdraw(const std::shared_ptr<Job>& job);
+  void publish_queue_depth_locked();
+
+  model::R2GenCMN model_;
+  EngineOptions options_;
+  Metrics* metrics_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable work_ready_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  int64_t pending_ = 0;
+  bool stopping_ = false;
+  Stats stats_;
+  std::thread worker_;
+};
+
+}  // namespace cmn::server

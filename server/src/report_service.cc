@@ -1,0 +1,377 @@
+#include "cmn/server/report_service.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <unordered_map>
+#include <utility>
+
+#include <c10/util/Exception.h>
+#include <glog/logging.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cmn/common/status_macros.h"
+#include "cmn/server/status.h"
+
+namespace cmn::server {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+v1::DecodingMethod method_enum(const std::string& method) {
+  if (method == "greedy") return v1::DECODING_METHOD_GREEDY;
+  if (method == "sample") return v1::DECODING_METHOD_SAMPLE;
+  return v1::DECODING_METHOD_BEAM_SEARCH;
+}
+
+void fill_settings(const model::DecodingOptions& d, v1::DecodingSettings* out) {
+  out->set_method(method_enum(d.method));
+  out->set_beam_size(static_cast<int32_t>(d.beam_size));
+  out->set_max_length(static_cast<int32_t>(d.max_length));
+  out->set_temperature(d.temperature);
+  out->set_seed(d.seed);
+}
+
+// The call's deadline on the steady clock (gRPC gives it on the system clock; "none" is far in the future).
+Clock::time_point steady_deadline(const grpc::ServerContext& context) {
+  const auto deadline = context.deadline();
+  const auto now = std::chrono::system_clock::now();
+  if (deadline - now > std::chrono::hours(24 * 365)) return Clock::time_point::max();
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
+}
+
+// A caller-given correlation id, reduced to what is safe in a log line.
+std::string safe_request_id(const std::string& id) {
+  std::string out;
+  for (char c : id) {
+    if (out.size() >= 64) break;
+    if (std::isalnum(static_cast<unsigned char>(c)) || std::strchr("._:-", c) != nullptr) out += c;
+  }
+  return out;
+}
+
+// The decoded text: report, sentences, ids (without the end token), log-probs (when asked) and their sum.
+void fill_text(const model::Hypothesis& h, const model::Tokenizer& tokenizer, bool token_scores,
+               v1::GenerateReportResponse* response) {
+  std::vector<int64_t> ids = h.ids;
+  if (!ids.empty() && ids.back() == 0) ids.pop_back();
+  const auto& tokens = tokenizer.tokens();
+  std::vector<std::string> words;
+  for (int64_t id : ids) {
+    if (id == 0) break;
+    words.push_back(id <= static_cast<int64_t>(tokens.size()) ? tokens[static_cast<size_t>(id - 1)] : "<unk>");
+  }
+  response->set_report(tokenizer.decode(ids));
+  for (auto& s : split_sentences(words)) response->add_sentences(std::move(s));
+  for (int64_t id : ids) response->add_token_ids(id);
+  double log_prob = 0;
+  for (float lp : h.token_log_probs) {
+    log_prob += lp;
+    if (token_scores) response->add_token_log_probs(lp);
+  }
+  response->set_log_prob(log_prob);
+}
+
+// Which instance fills which view slot and which were skipped, under the caller's names.
+void fill_study(const preprocessing::AssembledStudy& study, const v1::GenerateReportRequest& request,
+                v1::GenerateReportResponse* response) {
+  auto source_name = [&](const std::string& source) {
+    // "instance[i]" -> the caller's name for it, when given.
+    int index = -1;
+    if (std::sscanf(source.c_str(), "instance[%d]", &index) == 1 && index >= 0 && index < request.instances_size() &&
+        !request.instances(index).name().empty()) {
+      return request.instances(index).name();
+    }
+    return source;
+  };
+  response->set_study_instance_uid(study.study_instance_uid);
+  for (const auto& slot_info : study.slots) {
+    auto* s = response->add_slots();
+    s->set_slot(static_cast<int32_t>(slot_info.slot));
+    s->set_source(source_name(slot_info.instance.source));
+    s->set_sop_instance_uid(slot_info.instance.sop_instance_uid);
+    s->set_series_instance_uid(slot_info.instance.series_instance_uid);
+    s->set_view(preprocessing::view_name(slot_info.instance.view));
+    s->set_reason(slot_info.reason);
+  }
+  for (const auto& skipped : study.skipped) {
+    auto* s = response->add_skipped();
+    s->set_source(source_name(skipped.instance.source));
+    s->set_sop_instance_uid(skipped.instance.sop_instance_uid);
+    s->set_series_instance_uid(skipped.instance.series_instance_uid);
+    s->set_reason(skipped.reason);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<model::DecodingOptions> resolve_decoding(const model::ModelConfig& model_config,
+                                                        const v1::DecodingOverrides& o, const LimitsOptions& limits,
+                                                        std::vector<std::string>* warnings) {
+  model::DecodingOptions d = model::decoding_options_from(model_config);
+  d.beam_size = std::min<int64_t>(d.beam_size, limits.max_beam_size);
+  d.max_length = std::min<int64_t>(d.max_length, limits.max_length);
+  switch (o.method()) {
+    case v1::DECODING_METHOD_UNSPECIFIED: break;
+    case v1::DECODING_METHOD_BEAM_SEARCH: d.method = "beam_search"; break;
+    case v1::DECODING_METHOD_GREEDY: d.method = "greedy"; break;
+    case v1::DECODING_METHOD_SAMPLE: d.method = "sample"; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("decoding.method: unknown value ", o.method()));
+  }
+  auto clamp = [&](const char* name, int32_t requested, int64_t limit, int64_t* field) -> absl::Status {
+    if (requested < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("decoding.", name, ": must be >= 0 (0 = default), got ", requested));
+    }
+    if (requested == 0) return absl::OkStatus();
+    *field = std::min<int64_t>(requested, limit);
+    if (requested > limit) warnings->push_back(absl::StrCat("decoding.", name, " ", requested, " clamped to ", limit));
+    return absl::OkStatus();
+  };
+  CMN_RETURN_IF_ERROR(clamp("beam_size", o.beam_size(), limits.max_beam_size, &d.beam_size));
+  CMN_RETURN_IF_ERROR(clamp("max_length", o.max_length(), limits.max_length, &d.max_length));
+  if (std::isnan(o.temperature()) || o.temperature() < 0) {
+    return absl::InvalidArgumentError("decoding.temperature: must be >= 0 (0 = default)");
+  }
+  if (o.temperature() > 0) d.temperature = o.temperature();
+  if (o.seed() != 0) d.seed = o.seed();
+  try {
+    model::validate_decoding_options(d);
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat("decoding: ", e.msg()));
+  }
+  return d;
+}
+
+std::vector<std::string> split_sentences(const std::vector<std::string>& words) {
+  std::vector<std::string> sentences;
+  std::vector<std::string> current;
+  for (const auto& w : words) {
+    current.push_back(w);
+    if (w == ".") {
+      sentences.push_back(absl::StrJoin(current, " "));
+      current.clear();
+    }
+  }
+  if (!current.empty()) sentences.push_back(absl::StrJoin(current, " "));
+  return sentences;
+}
+
+ReportServiceImpl::ReportServiceImpl(const ServingModel* model, Engine* engine, Metrics* metrics,
+                                     const TokenAuthenticator* auth, const ServiceOptions& options)
+    : model_(model), engine_(engine), metrics_(metrics), auth_(auth), options_(options) {
+  const auto& info = model_->info;
+  study_options_.views = info.config.effective_views();
+  study_options_.allowed_modalities =
+      options_.study.allowed_modalities.empty() ? info.allowed_modalities : options_.study.allowed_modalities;
+  study_options_.read.max_pixels = options_.limits.max_pixels;
+  study_options_.read.max_dimension = options_.limits.max_dimension;
+  study_options_.image = info.image;
+
+  model_info_.set_name(info.name);
+  model_info_.set_version(info.version);
+  model_info_.set_digest(info.digest);
+  model_info_.set_untrained(info.untrained);
+  model_info_.set_intended_use(info.intended_use);
+  model_info_.set_views(static_cast<int32_t>(info.config.effective_views()));
+  model_info_.set_vocab_size(static_cast<int32_t>(model_->tokenizer.vocab_size()));
+  std::vector<std::string> ignored;
+  auto defaults = resolve_decoding(info.config, v1::DecodingOverrides(), options_.limits, &ignored);
+  if (defaults.ok()) fill_settings(*defaults, model_info_.mutable_default_decoding());
+  auto* limits = model_info_.mutable_limits();
+  limits->set_max_instances(options_.limits.max_instances);
+  limits->set_max_pixels(options_.limits.max_pixels);
+  limits->set_max_beam_size(options_.limits.max_beam_size);
+  limits->set_max_length(options_.limits.max_length);
+  limits->set_max_receive_message_bytes(options_.max_receive_message_bytes);
+}
+
+grpc::Status ReportServiceImpl::GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest*,
+                                             v1::ModelInfo* response) {
+  const auto start = Clock::now();
+  absl::Status status;
+  if (auth_ != nullptr) status = auth_->check(context->client_metadata());
+  if (status.ok()) *response = model_info_;
+  return finish("GetModelInfo", context, "", start, status, nullptr);
+}
+
+grpc::Status ReportServiceImpl::GenerateReport(grpc::ServerContext* context, const v1::GenerateReportRequest* request,
+                                               v1::GenerateReportResponse* response) {
+  const auto start = Clock::now();
+  const absl::Status status = generate(context, *request, response, nullptr);
+  if (!status.ok()) response->Clear();
+  return finish("GenerateReport", context, request->request_id(), start, status, response);
+}
+
+grpc::Status ReportServiceImpl::StreamReport(grpc::ServerContext* context, const v1::GenerateReportRequest* request,
+                                             grpc::ServerWriter<v1::StreamReportResponse>* writer) {
+  const auto start = Clock::now();
+  const auto& tokens = model_->tokenizer.tokens();
+  size_t sentences_sent = 0;
+  auto on_progress = [&](const JobProgress& p) {
+    v1::StreamReportResponse message;
+    auto* progress = message.mutable_progress();
+    for (size_t i = p.new_from; i < p.stable_ids.size(); ++i) progress->add_token_ids(p.stable_ids[i]);
+    std::vector<std::string> words;
+    for (int64_t id : p.stable_ids) {
+      words.push_back(id >= 1 && id <= static_cast<int64_t>(tokens.size()) ? tokens[static_cast<size_t>(id - 1)]
+                                                                             : "<unk>");
+    }
+    progress->set_text(absl::StrJoin(words, " "));
+    auto sentences = split_sentences(words);
+    // Only sentences that are complete (end with ".") are final.
+    const size_t complete =
+        sentences.empty() || words.back() == "." ? sentences.size() : sentences.size() - 1;
+    for (; sentences_sent < complete; ++sentences_sent) progress->add_sentences(sentences[sentences_sent]);
+    progress->set_step(static_cast<int32_t>(p.step));
+    return writer->Write(message);
+  };
+  v1::StreamReportResponse last;
+  absl::Status status = generate(context, *request, last.mutable_final(), on_progress);
+  if (status.ok() && !writer->Write(last)) status = absl::CancelledError("the client stopped reading the stream");
+  return finish("StreamReport", context, request->request_id(), start, status, status.ok() ? &last.final() : nullptr);
+}
+
+absl::StatusOr<preprocessing::AssembledStudy> ReportServiceImpl::preprocess(grpc::ServerContext* context,
+                                                                         const v1::GenerateReportRequest& request,
+                                                                         Clock::time_point deadline) {
+  {
+    std::unique_lock<std::mutex> lock(preprocess_mutex_);
+    while (preprocess_running_ >= options_.engine.preprocess_threads) {
+      preprocess_free_.wait_for(lock, std::chrono::milliseconds(10));
+      if (Clock::now() >= deadline) return absl::DeadlineExceededError("deadline exceeded before decoding the DICOM");
+      if (context->IsCancelled()) return absl::CancelledError("cancelled by the client");
+    }
+    ++preprocess_running_;
+  }
+  std::vector<preprocessing::InstanceInput> inputs;
+  inputs.reserve(static_cast<size_t>(request.instances_size()));
+  for (int i = 0; i < request.instances_size(); ++i) {
+    // Messages and logs name instances by position only: a caller-given name could carry patient data.
+    inputs.push_back({absl::StrCat("instance[", i, "]"), request.instances(i).data()});
+  }
+  auto study = preprocessing::assemble_study(inputs, study_options_);
+  {
+    std::lock_guard<std::mutex> lock(preprocess_mutex_);
+    --preprocess_running_;
+  }
+  preprocess_free_.notify_one();
+  return study;
+}
+
+absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1::GenerateReportRequest& request,
+                                         v1::GenerateReportResponse* response,
+                                         const std::function<bool(const JobProgress&)>& on_progress) {
+  const auto start = Clock::now();
+  if (auth_ != nullptr) CMN_RETURN_IF_ERROR(auth_->check(context->client_metadata()));
+
+  // 1. What the request asks for, against the server's limits.
+  if (request.instances_size() == 0) return absl::InvalidArgumentError("the request has no DICOM instances");
+  if (request.instances_size() > options_.limits.max_instances) {
+    return absl::ResourceExhaustedError(absl::StrCat("the request has ", request.instances_size(),
+                                                     " instances; this server takes at most ",
+                                                     options_.limits.max_instances, " per study"));
+  }
+  if (request.output().attention_maps()) {
+    return absl::UnimplementedError("output.attention_maps is not implemented by this server yet");
+  }
+  if (request.output().dicom_sr()) return absl::UnimplementedError("output.dicom_sr is not implemented by this server yet");
+  if (request.require_trained_model() && model_->info.untrained) {
+    return absl::FailedPreconditionError(absl::StrCat("require_trained_model is set but the server's model '",
+                                                      model_->info.name, "' is untrained (random weights)"));
+  }
+  std::vector<std::string> warnings;
+  CMN_ASSIGN_OR_RETURN(const model::DecodingOptions decoding,
+                       resolve_decoding(model_->info.config, request.decoding(), options_.limits, &warnings));
+  const Clock::time_point deadline = steady_deadline(*context);
+  if (Clock::now() >= deadline) return absl::DeadlineExceededError("deadline exceeded before the call started");
+
+  // 2. A place in the engine, or RESOURCE_EXHAUSTED at once.
+  CMN_ASSIGN_OR_RETURN(Engine::Slot slot, engine_->admit());
+
+  // 3. DICOM -> the model's view slots.
+  const auto preprocess_start = Clock::now();
+  CMN_ASSIGN_OR_RETURN(preprocessing::AssembledStudy study, preprocess(context, request, deadline));
+  const double preprocess_ms = ms(Clock::now() - preprocess_start);
+  if (metrics_ != nullptr) metrics_->observe_stage("preprocess", preprocess_ms / 1000.0);
+  const int64_t views = static_cast<int64_t>(study.images.size());
+  const int size = study_options_.image.size;
+  auto images = torch::empty({views, 3, size, size});                       // [V,3,H,W]
+  for (int64_t v = 0; v < views; ++v) {
+    const auto& image = study.images[static_cast<size_t>(v)];
+    if (image.data.size() != static_cast<size_t>(3 * size * size)) {
+      return absl::InternalError(absl::StrCat("preprocessing gave view ", v, " with ", image.data.size(), " values"));
+    }
+    std::memcpy(images[v].data_ptr<float>(), image.data.data(), image.data.size() * sizeof(float));
+  }
+
+  // 4. The engine batches, encodes and decodes it.
+  JobControl control;
+  control.deadline = deadline;
+  control.cancelled = [context] { return context->IsCancelled(); };
+  control.on_progress = on_progress;
+  CMN_ASSIGN_OR_RETURN(JobResult result, engine_->run(slot, std::move(images), decoding, control));
+
+  // 5. The response.
+  fill_text(result.hypothesis, model_->tokenizer, request.output().token_scores(), response);
+  fill_study(study, request, response);
+  *response->mutable_model() = model_info_;
+  response->mutable_model()->clear_limits();
+  auto* t = response->mutable_timings();
+  t->set_queue_ms(result.queue_s * 1000.0);
+  t->set_preprocess_ms(preprocess_ms);
+  t->set_visual_ms(result.visual_s * 1000.0);
+  t->set_encode_ms(result.encode_s * 1000.0);
+  t->set_decode_ms(result.decode_s * 1000.0);
+  t->set_batch_size(result.batch_size);
+  t->set_decode_steps(static_cast<int32_t>(result.decode_steps));
+  t->set_total_ms(ms(Clock::now() - start));
+  fill_settings(decoding, response->mutable_decoding());
+  if (model_->info.untrained) {
+    warnings.push_back("UNTRAINED model (random weights): this text is not a report");
+  }
+  for (auto& w : warnings) response->add_warnings(std::move(w));
+  response->set_request_id(request.request_id());
+  return absl::OkStatus();
+}
+
+grpc::Status ReportServiceImpl::finish(const char* method, grpc::ServerContext* context, const std::string& request_id,
+                                       Clock::time_point start, const absl::Status& status,
+                                       const v1::GenerateReportResponse* response) {
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const std::string code = status_code_name(status.code());
+  if (metrics_ != nullptr) metrics_->count_request(method, code, seconds);
+  if (options_.logging.requests) {
+    // One line per call. Never patient attributes: the messages come from code that does not read them, and
+    // instances are named by position.
+    std::string line = absl::StrCat("rpc=", method, " code=", code, " ms=", static_cast<int64_t>(seconds * 1000),
+                                    " peer=", context->peer());
+    const std::string id = safe_request_id(request_id);
+    if (!id.empty()) absl::StrAppend(&line, " request_id=", id);
+    if (response != nullptr && status.ok() && !response->study_instance_uid().empty()) {
+      absl::StrAppend(&line, " study=", response->study_instance_uid(), " slots=", response->slots_size(),
+                      " skipped=", response->skipped_size(), " batch=", response->timings().batch_size(),
+                      " steps=", response->timings().decode_steps(), " tokens=", response->token_ids_size());
+    }
+    if (!status.ok()) absl::StrAppend(&line, " error=\"", status.message(), "\"");
+    switch (status.code()) {
+      case absl::StatusCode::kInternal:
+      case absl::StatusCode::kUnknown:
+      case absl::StatusCode::kDataLoss:
+        LOG(ERROR) << line;
+        break;
+      default:  // client errors, deadlines and cancellations are expected: counted, not errors
+        LOG(INFO) << line;
+    }
+  }
+  return to_grpc_status(status);
+}
+
+}  // namespace cmn::server

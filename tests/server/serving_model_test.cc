@@ -1,0 +1,105 @@
+// Loading what a server serves (a bundle, or a checkpoint + args + annotation), and request decoding overrides.
+#include "cmn/server/serving_model.h"
+
+#include <gtest/gtest.h>
+
+#include "cmn/server/report_service.h"
+#include "server_test_util.h"
+
+namespace cmn::server {
+namespace {
+
+using namespace cmn::server::testing;  // NOLINT: test helpers
+
+TEST(ServingModelTest, LoadsAnR2GenCmnCheckpointWithItsArgsAndAnnotation) {
+  cmn::model::set_threads(1);
+  ModelOptions options;
+  options.r2gencmn = shared_path("parity/dev/model.pth");
+  options.args = shared_path("parity/dev/config.json");
+  options.annotation = shared_path("data/iu_xray/annotation.json");
+  auto served = load_serving_model(options);
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_FALSE(served->info.untrained);
+  EXPECT_EQ(served->info.name, "model");
+  auto digest = pipeline::sha256_file(options.r2gencmn);
+  ASSERT_TRUE(digest.ok());
+  EXPECT_EQ(served->info.digest, "sha256:" + *digest);
+  EXPECT_EQ(served->info.config.effective_views(), 4);
+  EXPECT_EQ(served->tokenizer.vocab_size(), 760);  // IU X-Ray, threshold 3 (DESIGN.md)
+}
+
+TEST(ServingModelTest, BadSourcesNameTheKeyAndTheFile) {
+  ModelOptions missing;
+  missing.bundle = "/nonexistent/bundle";
+  auto a = load_serving_model(missing);
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.status().message().find("model.bundle '/nonexistent/bundle'"), std::string::npos) << a.status();
+
+  ModelOptions bad_args;
+  bad_args.r2gencmn = shared_path("parity/dev/model.pth");
+  bad_args.args = "/nonexistent/args.json";
+  bad_args.annotation = shared_path("data/iu_xray/annotation.json");
+  auto b = load_serving_model(bad_args);
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("model.args"), std::string::npos) << b.status();
+}
+
+TEST(ServingModelTest, UntrainedBundleIsRefusedWhenNotAllowed) {
+  ModelOptions options;
+  options.bundle = untrained_bundle_dir();
+  options.allow_untrained = false;
+  auto served = load_serving_model(options);
+  ASSERT_FALSE(served.ok());
+  EXPECT_EQ(served.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(served.status().message().find("model.allow_untrained"), std::string::npos) << served.status();
+}
+
+TEST(ResolveDecodingTest, DefaultsOverridesAndClamps) {
+  model::ModelConfig config;  // beam 3, 60 tokens, beam_search
+  LimitsOptions limits;
+  limits.max_beam_size = 4;
+  limits.max_length = 50;
+  std::vector<std::string> warnings;
+  auto d = resolve_decoding(config, v1::DecodingOverrides(), limits, &warnings);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->beam_size, 3);
+  EXPECT_EQ(d->max_length, 50) << "the bundle default is capped by the limit";
+  EXPECT_TRUE(warnings.empty());
+
+  v1::DecodingOverrides o;
+  o.set_beam_size(1);
+  o.set_max_length(20);
+  o.set_method(v1::DECODING_METHOD_SAMPLE);
+  o.set_temperature(0.5);
+  o.set_seed(99);
+  d = resolve_decoding(config, o, limits, &warnings);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->method, "sample");
+  EXPECT_EQ(d->beam_size, 1);
+  EXPECT_EQ(d->max_length, 20);
+  EXPECT_EQ(d->temperature, 0.5);
+  EXPECT_EQ(d->seed, 99u);
+
+  o.set_beam_size(10);
+  d = resolve_decoding(config, o, limits, &warnings);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->beam_size, 4);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0], "decoding.beam_size 10 clamped to 4");
+
+  v1::DecodingOverrides bad;
+  bad.set_method(static_cast<v1::DecodingMethod>(42));
+  EXPECT_EQ(resolve_decoding(config, bad, limits, &warnings).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::DecodingOverrides negative;
+  negative.set_temperature(-1);
+  EXPECT_EQ(resolve_decoding(config, negative, limits, &warnings).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SplitSentencesTest, SplitsAfterEachPeriodToken) {
+  EXPECT_EQ(split_sentences({"the", "heart", "is", "normal", ".", "no", "effusion", ".", "and"}),
+            (std::vector<std::string>{"the heart is normal .", "no effusion .", "and"}));
+  EXPECT_TRUE(split_sentences({}).empty());
+}
+
+}  // namespace
+}  // namespace cmn::server
