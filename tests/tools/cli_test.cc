@@ -1,5 +1,6 @@
 // Runs cmn-generate / cmn-bench as a user would and checks what they print and return.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -26,7 +27,10 @@ struct RunResult {
 };
 
 RunResult run(const std::string& command) {
-  const fs::path err_file = fs::path(::testing::TempDir()) / "cmn_cli_stderr.txt";
+  // One stderr file per process and call: ctest runs several of these tests at once in separate processes.
+  static int calls = 0;
+  const fs::path err_file = fs::path(::testing::TempDir()) /
+                            ("cmn_cli_stderr_" + std::to_string(getpid()) + "_" + std::to_string(++calls) + ".txt");
   RunResult r;
   FILE* pipe = popen((command + " 2>" + err_file.string()).c_str(), "r");
   if (pipe == nullptr) return r;
@@ -39,6 +43,7 @@ RunResult run(const std::string& command) {
   std::stringstream ss;
   ss << e.rdbuf();
   r.err = ss.str();
+  fs::remove(err_file);
   return r;
 }
 
@@ -155,7 +160,8 @@ constexpr char kNihSop[] = "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050
 // An untrained 4-view bundle (random weights), made once per run of this binary.
 std::string untrained_bundle() {
   static const std::string dir = [] {
-    const fs::path d = fs::path(::testing::TempDir()) / "cmn_cli_untrained_bundle_v4";
+    // Per process: ctest runs the tests of this binary in parallel processes, which must not share it.
+    const fs::path d = fs::path(::testing::TempDir()) / ("cmn_cli_untrained_bundle_v4_" + std::to_string(getpid()));
     fs::remove_all(d);
     const auto r = run(std::string(CMN_BUNDLE_BIN) + " init-untrained --out " + d.string() + " --vocab " +
                        CMN_SOURCE_DIR + "/configs/default_vocab.txt --views 4 --seed 1");
