@@ -10,6 +10,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cmn/common/cli.h"
+
 #include "absl/status/status.h"
 #include "cmn/pipeline/bundle.h"
 
@@ -18,13 +20,7 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
-// Status messages may list many keys over several lines (load_state_dict); the contract is one line.
-std::string one_line(std::string text) {
-  for (char& c : text) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return text;
-}
+using cmn::one_line;
 
 int fail(const absl::Status& status) {
   std::cerr << "cmn-bundle: " << one_line(std::string(status.message())) << "\n";

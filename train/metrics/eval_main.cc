@@ -9,6 +9,8 @@
 // exact+stem approximation named in "METEOR_method", not METEOR 1.5.
 // Exit codes: 0 ok, 1 bad input (one line on stderr naming it), 2 bad command line.
 #include <CLI/CLI.hpp>
+
+#include "cmn/common/cli.h"
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -26,12 +28,7 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
-std::string one_line(std::string text) {
-  for (char& c : text) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return text;
-}
+using cmn::one_line;
 
 int fail(const std::string& message) {
   std::cerr << "cmn-eval: " << one_line(message) << "\n";
