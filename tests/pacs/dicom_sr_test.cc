@@ -1,0 +1,218 @@
+// The report SR (cmn/pipeline/dicom_sr.h): structure checked by DCMTK's own dsrdump / dcmdump, the evidence
+// against what preprocessing chose, the text round trip, the copied patient/study modules.
+#include "cmn/pipeline/dicom_sr.h"
+
+#include <algorithm>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "cmn/preprocessing/dicom.h"
+#include "pacs/pacs_test_util.h"
+
+namespace cmn::pacs::testing {
+namespace {
+
+constexpr char kStudyUid[] = "1.2.826.0.1.3680043.10.543.7.1";
+constexpr char kComprehensiveSr[] = "1.2.840.10008.5.1.4.1.1.88.33";
+
+// Three real chest radiographs made into one study of one (fictional) patient: two PA, one lateral.
+std::vector<std::string> one_study() {
+  const std::vector<std::pair<DcmTagKey, std::string>> common = {
+      {DCM_StudyInstanceUID, kStudyUid}, {DCM_PatientName, "Testpatient^Jane"}, {DCM_PatientID, "PID-4711"},
+      {DCM_PatientBirthDate, "19700101"}, {DCM_AccessionNumber, "ACC-99"}, {DCM_StudyID, "S1"}};
+  auto with = [&](std::vector<std::pair<DcmTagKey, std::string>> extra) {
+    extra.insert(extra.end(), common.begin(), common.end());
+    return extra;
+  };
+  return {
+      edit_dicom(chest("gdcm-CR-MONO1-10-chest_explicitLE.dcm"),
+                 with({{DCM_ViewPosition, "PA"}, {DCM_SeriesNumber, "1"}, {DCM_SOPInstanceUID, "1.2.826.0.1.3680043.10.543.7.1.1.1"},
+                       {DCM_SeriesInstanceUID, "1.2.826.0.1.3680043.10.543.7.1.1"}})),
+      edit_dicom(chest("NIH-ChestXray14_DX_implicitLE.dcm"),
+                 with({{DCM_ViewPosition, "LL"}, {DCM_SeriesNumber, "2"}, {DCM_SOPInstanceUID, "1.2.826.0.1.3680043.10.543.7.1.2.1"},
+                       {DCM_SeriesInstanceUID, "1.2.826.0.1.3680043.10.543.7.1.2"}})),
+      edit_dicom(chest("RG1_J2KI.dcm"),
+                 with({{DCM_ViewPosition, "PA"}, {DCM_SeriesNumber, "3"}, {DCM_SOPInstanceUID, "1.2.826.0.1.3680043.10.543.7.1.3.1"},
+                       {DCM_SeriesInstanceUID, "1.2.826.0.1.3680043.10.543.7.1.3"}})),
+  };
+}
+
+pipeline::SrOptions test_options() {
+  pipeline::SrOptions options;
+  options.uid_root = "1.2.826.0.1.3680043.10.543";
+  options.model_name = "cmn-untrained-test";
+  options.model_version = "0.7";
+  options.untrained = true;
+  return options;
+}
+
+const std::vector<std::string> kSentences = {"the heart is normal in size .", "the lungs are clear .",
+                                             "no pleural effusion or pneumothorax ."};
+
+TEST(DicomSrTest, DsrdumpAndDcmdumpReadItWithoutWarnings) {
+  ScopedDir dir("dsrdump");
+  const auto study = one_study();
+  auto sr = pipeline::write_report_sr({study[0], study[1]}, kSentences, test_options());
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  write_bytes(dir.file("sr.dcm"), *sr);
+
+  // dsrdump checks the SR IOD's relationship content constraints and value types; any deviation is a warning
+  // or an error on stderr.
+  const ProcessResult dsr = run_process({"dsrdump", "+Pt", "+Pl", "+Pc", dir.file("sr.dcm")}, dir.path());
+  ASSERT_NE(dsr.exit_code, 127) << "dsrdump (Debian: dcmtk) not installed";
+  EXPECT_EQ(dsr.exit_code, 0) << dsr.err;
+  EXPECT_EQ(dsr.err, "") << "dsrdump complained";
+  EXPECT_NE(dsr.out.find("Comprehensive SR Document"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find(": COMPLETE\n"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find(": UNVERIFIED\n"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("(18748-4,LN,\"Diagnostic Imaging Report\")"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("(121071,DCM,\"Finding\")"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("(121007,DCM,\"Device\")"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("(en,RFC5646,\"English\")"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("Diagnostic Imaging Report"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("TID 2000 (DCMR)"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("\"the lungs are clear .\""), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("NOT FOR DIAGNOSTIC USE"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("Device Observer Name"), std::string::npos) << dsr.out;
+
+  const ProcessResult dump = run_process({"dcmdump", "-dc", "+E", dir.file("sr.dcm")}, dir.path());
+  EXPECT_EQ(dump.exit_code, 0) << dump.err;
+  EXPECT_EQ(dump.err, "") << "dcmdump complained";
+  EXPECT_NE(dump.out.find("(0040,a375) SQ"), std::string::npos) << "no Current Requested Procedure Evidence Sequence";
+  EXPECT_NE(dump.out.find("[SR]"), std::string::npos) << "Modality is not SR";
+}
+
+TEST(DicomSrTest, EvidenceListsExactlyTheInstancesPreprocessingChose) {
+  const auto study = one_study();
+  std::vector<preprocessing::InstanceInfo> infos;
+  for (size_t i = 0; i < study.size(); ++i) {
+    auto info = preprocessing::read_dicom_info(study[i], "instance[" + std::to_string(i) + "]");
+    ASSERT_TRUE(info.ok()) << info.status();
+    infos.push_back(*info);
+  }
+  preprocessing::StudyOptions options;
+  options.views = 2;  // frontal + lateral: one of the two PA images is surplus
+  auto selection = preprocessing::select_views(infos, options);
+  ASSERT_TRUE(selection.ok()) << selection.status();
+  ASSERT_EQ(selection->skipped.size(), 1u);
+
+  std::vector<std::string> used;
+  std::set<std::string> expected;
+  for (size_t index : selection->slot_inputs) {
+    used.push_back(study[index]);
+    expected.insert(infos[index].sop_instance_uid);
+  }
+  auto bytes = pipeline::write_report_sr(used, kSentences, test_options());
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto sr = pipeline::read_report_sr(*bytes);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+
+  std::set<std::string> listed;
+  for (const auto& e : sr->evidence) {
+    listed.insert(e.sop_instance_uid);
+    EXPECT_EQ(e.study_instance_uid, kStudyUid);
+    const auto info = std::find_if(infos.begin(), infos.end(),
+                                   [&](const auto& i) { return i.sop_instance_uid == e.sop_instance_uid; });
+    ASSERT_NE(info, infos.end());
+    EXPECT_EQ(e.series_instance_uid, info->series_instance_uid);
+    EXPECT_EQ(e.sop_class_uid, info->sop_class_uid);
+  }
+  EXPECT_EQ(sr->evidence.size(), expected.size());
+  EXPECT_EQ(listed, expected);
+  EXPECT_EQ(listed.count(selection->skipped[0].instance.sop_instance_uid), 0u) << "a skipped instance is evidence";
+}
+
+TEST(DicomSrTest, TextFlagsAndUidsRoundTrip) {
+  const auto study = one_study();
+  const pipeline::SrOptions options = test_options();
+  // The same instance twice is listed once.
+  auto bytes = pipeline::write_report_sr({study[0], study[1], study[0]}, kSentences, options);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto sr = pipeline::read_report_sr(*bytes);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  EXPECT_EQ(sr->findings, kSentences);
+  EXPECT_EQ(sr->text(), "the heart is normal in size . the lungs are clear . no pleural effusion or pneumothorax .");
+  EXPECT_EQ(sr->evidence.size(), 2u);
+  EXPECT_EQ(sr->sop_class_uid, kComprehensiveSr);
+  EXPECT_EQ(sr->completion_flag, "COMPLETE");
+  EXPECT_EQ(sr->verification_flag, "UNVERIFIED");
+  EXPECT_EQ(sr->template_id, "2000");
+  EXPECT_EQ(sr->study_instance_uid, kStudyUid);
+  EXPECT_EQ(sr->device_observer_name, "cmn-untrained-test");
+  EXPECT_NE(sr->draft_statement.find("NOT VERIFIED"), std::string::npos) << sr->draft_statement;
+  EXPECT_NE(sr->draft_statement.find("UNTRAINED"), std::string::npos) << sr->draft_statement;
+  EXPECT_NE(sr->series_description.find("AI DRAFT"), std::string::npos);
+  // New series and instance under the configured root, never a source's.
+  EXPECT_EQ(sr->series_instance_uid.rfind(options.uid_root + ".", 0), 0u) << sr->series_instance_uid;
+  EXPECT_EQ(sr->sop_instance_uid.rfind(options.uid_root + ".", 0), 0u) << sr->sop_instance_uid;
+  EXPECT_NE(sr->series_instance_uid, sr->sop_instance_uid);
+  for (const auto& e : sr->evidence) EXPECT_NE(e.series_instance_uid, sr->series_instance_uid);
+  // The device observer is one stable UID per model version.
+  auto again = pipeline::read_report_sr(*pipeline::write_report_sr({study[0]}, kSentences, options));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->device_observer_uid, sr->device_observer_uid);
+  EXPECT_NE(again->sop_instance_uid, sr->sop_instance_uid);
+  EXPECT_EQ(sr->device_observer_uid.rfind("2.25.", 0), 0u);
+}
+
+TEST(DicomSrTest, CopiesPatientAndStudyModulesFromTheSource) {
+  const auto study = one_study();
+  auto bytes = pipeline::write_report_sr({study[1]}, kSentences, test_options());
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto sr = parse(*bytes);
+  auto source = parse(study[1]);
+  DcmDataset* out = sr->getDataset();
+  DcmDataset* in = source->getDataset();
+  for (const DcmTagKey& key : {DCM_PatientName, DCM_PatientID, DCM_PatientBirthDate, DCM_PatientSex,
+                               DCM_StudyInstanceUID, DCM_StudyDate, DCM_StudyTime, DCM_AccessionNumber, DCM_StudyID,
+                               DCM_ReferringPhysicianName}) {
+    EXPECT_EQ(get(out, key), get(in, key)) << DcmTag(key).getTagName();
+  }
+  EXPECT_EQ(get(out, DCM_PatientName), "Testpatient^Jane");
+  EXPECT_EQ(get(out, DCM_Modality), "SR");
+  EXPECT_EQ(get(out, DCM_Manufacturer), "cmn");
+  EXPECT_FALSE(get(out, DCM_ContentDate).empty());
+  EXPECT_FALSE(get(out, DCM_ContentTime).empty());
+  EXPECT_EQ(get(sr->getMetaInfo(), DCM_MediaStorageSOPInstanceUID), get(out, DCM_SOPInstanceUID));
+}
+
+TEST(DicomSrTest, RefusesSourcesOfTwoStudiesAndNonDicom) {
+  const auto study = one_study();
+  const std::string other = edit_dicom(study[0], {{DCM_StudyInstanceUID, "1.2.826.0.1.3680043.10.543.8"}});
+  auto mixed = pipeline::write_report_sr({study[0], other}, kSentences, test_options());
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(mixed.status().message().find("several studies"), std::string::npos) << mixed.status();
+  EXPECT_EQ(mixed.status().message().find("Testpatient"), std::string::npos) << "patient name in a message";
+
+  auto garbage = pipeline::write_report_sr({std::string("hello, not DICOM")}, kSentences, test_options());
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pipeline::write_report_sr({}, kSentences, test_options()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pipeline::read_report_sr(study[0]).status().code(), absl::StatusCode::kInvalidArgument)
+      << "an image is not an SR";
+}
+
+TEST(DicomSrTest, UidsUnderTheRootOrUuidDerived) {
+  auto uuid = pipeline::make_uid("");
+  ASSERT_TRUE(uuid.ok());
+  EXPECT_EQ(uuid->rfind("2.25.", 0), 0u);
+  EXPECT_LE(uuid->size(), 64u);
+  EXPECT_NE(*uuid, *pipeline::make_uid(""));
+  auto rooted = pipeline::make_uid("1.2.3");
+  ASSERT_TRUE(rooted.ok());
+  EXPECT_EQ(rooted->rfind("1.2.3.", 0), 0u);
+  EXPECT_EQ(rooted->size(), 6u + 39u) << "root, dot and 39 random digits (a 128-bit number with its top bit set)";
+  EXPECT_NE(*rooted, *pipeline::make_uid("1.2.3"));
+  EXPECT_EQ(pipeline::make_uid("1.2.03").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pipeline::make_uid("1..2").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pipeline::make_uid("1.2.abc").status().code(), absl::StatusCode::kInvalidArgument);
+  // DCMTK's own generator would silently truncate under this root.
+  const std::string long_root = "1.2.826.0.1.3680043.10.543.1234567890.1234567890.12345";
+  auto too_long = pipeline::make_uid(long_root);
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long.status().message().find("64"), std::string::npos) << too_long.status();
+}
+
+}  // namespace
+}  // namespace cmn::pacs::testing
