@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cmn/common/status_macros.h"
+#include "cmn/pipeline/dicom_sr.h"
 
 namespace cmn::server {
 namespace {
@@ -209,6 +210,16 @@ absl::Status read_config(const YAML::Node& root, const std::string& source, Serv
     CMN_RETURN_IF_ERROR(s.get("requests", &c->logging.requests));
     CMN_RETURN_IF_ERROR(s.finish());
   }
+  {
+    Section s = top.child("sr");
+    CMN_RETURN_IF_ERROR(s.check_map());
+    CMN_RETURN_IF_ERROR(s.get("uid_root", &c->sr.uid_root));
+    CMN_RETURN_IF_ERROR(s.get("device_uid", &c->sr.device_uid));
+    CMN_RETURN_IF_ERROR(s.get("manufacturer", &c->sr.manufacturer));
+    CMN_RETURN_IF_ERROR(s.get("series_description", &c->sr.series_description));
+    CMN_RETURN_IF_ERROR(s.get("series_number", &c->sr.series_number));
+    CMN_RETURN_IF_ERROR(s.finish());
+  }
   return top.finish();
 }
 
@@ -279,6 +290,13 @@ absl::Status validate_server_config(const ServerConfig& c) {
   if (c.metrics.port < -1 || c.metrics.port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("metrics.port: must be -1 (off), 0 (any) or a port, got ", c.metrics.port));
   }
+  // A bad root would only show when the first SR is asked for: check it at start-up.
+  if (!c.sr.uid_root.empty()) {
+    const auto uid = pipeline::make_uid(c.sr.uid_root);
+    if (!uid.ok()) return absl::InvalidArgumentError(absl::StrCat("sr.uid_root: ", uid.status().message()));
+  }
+  if (c.sr.manufacturer.empty()) return absl::InvalidArgumentError("sr.manufacturer: must not be empty");
+  CMN_RETURN_IF_ERROR(at_least("sr.series_number", c.sr.series_number, 1));
   return absl::OkStatus();
 }
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cmn/common/status_macros.h"
+#include "cmn/pipeline/dicom_sr.h"
 #include "cmn/server/status.h"
 
 namespace cmn::server {
@@ -282,7 +283,6 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   if (request.output().attention_maps()) {
     return absl::UnimplementedError("output.attention_maps is not implemented by this server yet");
   }
-  if (request.output().dicom_sr()) return absl::UnimplementedError("output.dicom_sr is not implemented by this server yet");
   if (request.require_trained_model() && model_->info.untrained) {
     return absl::FailedPreconditionError(absl::StrCat("require_trained_model is set but the server's model '",
                                                       model_->info.name, "' is untrained (random weights)"));
@@ -339,6 +339,36 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   }
   for (auto& w : warnings) response->add_warnings(std::move(w));
   response->set_request_id(request.request_id());
+  if (request.output().dicom_sr()) CMN_RETURN_IF_ERROR(fill_dicom_sr(study, request, response));
+  return absl::OkStatus();
+}
+
+absl::Status ReportServiceImpl::fill_dicom_sr(const preprocessing::AssembledStudy& study,
+                                              const v1::GenerateReportRequest& request,
+                                              v1::GenerateReportResponse* response) const {
+  // The evidence is what filled the view slots (a repeated slot is one instance); the sources are the request's
+  // bytes of those instances, found by the position preprocess() named them with.
+  std::vector<std::string> sources;
+  for (const auto& slot : study.slots) {
+    int index = -1;
+    if (std::sscanf(slot.instance.source.c_str(), "instance[%d]", &index) != 1 || index < 0 ||
+        index >= request.instances_size()) {
+      return absl::InternalError(absl::StrCat("DICOM SR: slot ", slot.slot, " names no request instance"));
+    }
+    sources.push_back(request.instances(index).data());
+  }
+  pipeline::SrOptions sr;
+  sr.uid_root = options_.sr.uid_root;
+  sr.device_uid = options_.sr.device_uid;
+  sr.manufacturer = options_.sr.manufacturer;
+  sr.series_description = options_.sr.series_description;
+  sr.series_number = options_.sr.series_number;
+  sr.model_name = model_->info.name;
+  sr.model_version = model_->info.version;
+  sr.untrained = model_->info.untrained;
+  const std::vector<std::string> sentences(response->sentences().begin(), response->sentences().end());
+  CMN_ASSIGN_OR_RETURN(std::string bytes, pipeline::write_report_sr(sources, sentences, sr));
+  response->set_dicom_sr(std::move(bytes));
   return absl::OkStatus();
 }
 

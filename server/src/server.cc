@@ -71,6 +71,7 @@ absl::StatusOr<std::unique_ptr<ReportServer>> ReportServer::serve(const ServerCo
   service_options.engine = config.engine;
   service_options.study = config.study;
   service_options.logging = config.logging;
+  service_options.sr = config.sr;
   service_options.max_receive_message_bytes = config.server.max_receive_message_mb * 1024 * 1024;
   s->service_ = std::make_unique<ReportServiceImpl>(&s->model_, s->engine_.get(), &s->metrics_, s->auth_.get(),
                                                     service_options);

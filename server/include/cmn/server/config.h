@@ -86,6 +86,15 @@ struct LoggingOptions {
   bool requests = true;         // one INFO line per call (method, status, study UID, timings; no patient data)
 };
 
+// `sr:` the DICOM SR returned when a request sets output.dicom_sr (pipeline/dicom_sr.h).
+struct SrConfig {
+  std::string uid_root;              // root of the SR's new Series/SOP Instance UIDs; "" = 2.25 UUID-derived UIDs
+  std::string device_uid;            // Device Observer UID; "" = stable UID derived from the model name and version
+  std::string manufacturer = "cmn";  // Device Observer Manufacturer, Manufacturer (0008,0070)
+  std::string series_description = "AI DRAFT report - unverified, not for diagnostic use (cmn)";
+  int series_number = 9901;          // Series Number of the SR series
+};
+
 struct ServerConfig {
   ListenOptions server;
   ModelOptions model;
@@ -96,6 +105,7 @@ struct ServerConfig {
   TlsOptions tls;
   MetricsOptions metrics;
   LoggingOptions logging;
+  SrConfig sr;
 };
 
 // Reads `path` ("" = all defaults), applies each "dotted.key=value" override (the value is parsed as YAML, so

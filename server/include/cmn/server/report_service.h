@@ -29,6 +29,7 @@ struct ServiceOptions {
   EngineOptions engine;
   StudyConfig study;
   LoggingOptions logging;
+  SrConfig sr;                            // the DICOM SR of output.dicom_sr
   int64_t max_receive_message_bytes = 0;  // reported in ModelInfo.limits
 };
 
@@ -67,6 +68,9 @@ class ReportServiceImpl final : public v1::ReportService::Service {
   absl::StatusOr<preprocessing::AssembledStudy> preprocess(grpc::ServerContext* context,
                                                            const v1::GenerateReportRequest& request,
                                                            std::chrono::steady_clock::time_point deadline);
+  // output.dicom_sr: the report as a DICOM SR (pipeline/dicom_sr.h) over the instances that fill the slots.
+  absl::Status fill_dicom_sr(const preprocessing::AssembledStudy& study, const v1::GenerateReportRequest& request,
+                             v1::GenerateReportResponse* response) const;
   // Counts, times and logs a finished call; returns the gRPC status.
   grpc::Status finish(const char* method, grpc::ServerContext* context, const std::string& request_id,
                       std::chrono::steady_clock::time_point start, const absl::Status& status,
