@@ -1,13 +1,20 @@
 // cmn-generate: offline report generation in process (no server).
 //   cmn-generate --r2gencmn MODEL.pth --args config.json --annotation annotation.json --images A.png B.png ...
 //   cmn-generate --bundle DIR --images ...
-//   cmn-generate --bundle DIR --dicom FILE_OR_FOLDER ...
-// --images: each consecutive group of `views` images is one study. --dicom: files and folder trees (recursive;
-// names starting with '.' are ignored) are read as DICOM and grouped into studies by StudyInstanceUID, each
-// assembled into the model's views by preprocessing::assemble_study (view priority and fill rule: dicom.h).
-// One JSON line per study on stdout or --output; DICOM lines name the study by its StudyInstanceUID and list
-// which instance fills each slot and why, and which instances were skipped and why. A file that is not
-// readable DICOM is one stderr line and makes the exit code 1; the other studies are still reported.
+//   cmn-generate --bundle DIR --dicom FILE_OR_FOLDER ... [--output out.jsonl] [--shard i/n] [--attention-dir D]
+//   cmn-generate --bundle DIR --manifest studies.csv|studies.jsonl --output out.jsonl
+//   cmn-generate --bundle DIR --annotation annotation.json --split test --image-root IMAGES --output out.jsonl
+//   cmn-generate merge --output all.jsonl shard-0.jsonl shard-1.jsonl ...
+// --images: each consecutive group of `views` images is one study (one JSON line each, --output written
+// atomically). Archive mode (--dicom, --manifest, --split; cmn/pipeline/batch.h): studies are keyed
+// (StudyInstanceUID / manifest id / annotation id), optionally sharded by a stable hash of the key, read and
+// decoded on a thread ahead of the batched model, and each study's line is appended to --output and synced
+// as soon as its batch is done; a rerun skips the studies already there (a torn last line from a kill is
+// dropped and redone). Bad files and studies are recorded (stderr, and an "error" line) and never stop the
+// run. A summary JSON line (done, skipped, failed by reason, studies/s; with --split the BLEU/METEOR/
+// ROUGE-L/CIDEr scores of cmn_metrics) ends stderr. Logs and progress carry no patient identifiers.
+// Exit codes: 0 ok; 1 a study or file failed (stdout output, --images, or --fail-on-error) or the model or
+// output failed; 2 bad command line.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,13 +25,17 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cmn/metrics/metrics.h"
+#include "cmn/metrics/references.h"
 #include "cmn/model/runtime.h"
 #include "cmn/pipeline/annotation.h"
+#include "cmn/pipeline/batch.h"
 #include "cmn/pipeline/bundle.h"
 #include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
@@ -95,182 +106,242 @@ bool add_result(const absl::StatusOr<cmn::pipeline::StudyReport>& result, const 
   return true;
 }
 
-// --- --dicom ---
+// --- archive mode: --dicom / --manifest / --split ---
 
-bool hidden(const std::filesystem::path& p) {
-  const std::string name = p.filename().string();
-  return !name.empty() && name[0] == '.';
+// What cmn-generate prints about a run, and writes with --summary.
+nlohmann::ordered_json summary_json(const cmn::pipeline::BatchSummary& s, int64_t listed, int64_t not_in_shard,
+                                    int64_t files_unusable, const std::string& shard) {
+  nlohmann::ordered_json j;
+  j["studies_listed"] = listed;
+  j["shard"] = shard;
+  j["not_in_shard"] = not_in_shard;
+  j["to_run"] = s.total;
+  j["done"] = s.done;
+  j["skipped_already_in_output"] = s.skipped;
+  j["failed"] = s.failed;
+  j["failed_by_reason"] = s.failed_by_reason;
+  j["files_unusable"] = files_unusable;
+  j["elapsed_s"] = s.elapsed_s;
+  j["studies_per_s"] = s.studies_per_s;
+  return j;
 }
 
-// Files named on the command line, and every regular file under the folders named (recursively, sorted),
-// each once. Names starting with '.' inside folders are ignored.
-std::vector<std::string> collect_dicom_files(const std::vector<std::string>& paths) {
-  namespace fs = std::filesystem;
-  std::vector<std::string> files;
-  for (const auto& path : paths) {
-    if (!fs::is_directory(path)) {
-      files.push_back(path);
+// Scores every reported study of `lines` that has a reference, with the trainer's reference preparation
+// (cmn_metrics: tokenizer(report)[:max_seq_length], decoded) and cmn-eval's metrics.
+nlohmann::ordered_json score_lines(const std::vector<std::string>& lines,
+                                   const std::unordered_map<std::string, std::string>& references,
+                                   const cmn::model::Tokenizer& tokenizer, int64_t max_seq_length) {
+  std::vector<cmn::metrics::Example> examples;
+  std::set<std::string> scored;
+  for (const auto& text : lines) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception&) {
       continue;
     }
-    std::vector<std::string> found;
-    for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::skip_permission_denied);
-         it != fs::recursive_directory_iterator(); ++it) {
-      if (hidden(it->path())) {
-        if (it->is_directory()) it.disable_recursion_pending();
-        continue;
-      }
-      if (it->is_regular_file()) found.push_back(it->path().string());
-    }
-    std::sort(found.begin(), found.end());
-    files.insert(files.end(), found.begin(), found.end());
+    if (!j.contains("id") || !j["id"].is_string() || !j.contains("report") || !j["report"].is_string()) continue;
+    const std::string id = j["id"].get<std::string>();
+    const auto ref = references.find(id);
+    if (ref == references.end() || !scored.insert(id).second) continue;
+    examples.push_back({j["report"].get<std::string>(),
+                        {cmn::metrics::r2gen_reference(tokenizer, ref->second, static_cast<size_t>(max_seq_length))}});
   }
-  std::vector<std::string> unique;
-  std::set<std::string> seen;
-  for (const auto& f : files) {
-    std::error_code ec;
-    const auto key = fs::weakly_canonical(f, ec).string();
-    if (seen.insert(ec ? f : key).second) unique.push_back(f);
-  }
-  return unique;
-}
-
-absl::StatusOr<std::string> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError("cannot open '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError("cannot read '" + path + "'");
-  return ss.str();
-}
-
-nlohmann::json slots_json(const cmn::preprocessing::AssembledStudy& study) {
-  nlohmann::json slots = nlohmann::json::array();
-  for (const auto& s : study.slots) {
-    slots.push_back({{"slot", s.slot},
-                     {"sop_instance_uid", s.instance.sop_instance_uid},
-                     {"series_instance_uid", s.instance.series_instance_uid},
-                     {"view", cmn::preprocessing::view_name(s.instance.view)},
-                     {"source", s.instance.source},
-                     {"reason", s.reason}});
-  }
-  return slots;
-}
-
-nlohmann::json skipped_json(const std::vector<cmn::preprocessing::SkippedInstance>& skipped) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& s : skipped) {
-    out.push_back({{"sop_instance_uid", s.instance.sop_instance_uid},
-                   {"source", s.instance.source},
-                   {"reason", s.reason}});
-  }
+  nlohmann::ordered_json out;
+  out["scored"] = examples.size();
+  out["references"] = references.size();
+  if (examples.empty()) return out;
+  const auto scores = cmn::metrics::evaluate(examples);
+  for (const auto& [name, value] : scores.named()) out[name] = value;
+  out["METEOR_method"] = cmn::metrics::kMeteorLabel;
   return out;
 }
 
-// Reads, groups, assembles and reports every study found in `paths`; appends one JSON line per study to
-// `lines`. Returns the number of failures (unreadable files and failed studies).
-int generate_dicom(ReportGenerator& generator, const std::vector<std::string>& paths,
-                   const cmn::pipeline::GeneratorOptions& options,
-                   const std::vector<std::string>& allowed_modalities, std::ostringstream& lines) {
-  namespace pre = cmn::preprocessing;
-  int failures = 0;
-  pre::StudyOptions study_options;
-  study_options.views = generator.model()->config().effective_views();
-  study_options.allowed_modalities = allowed_modalities;
-  study_options.image = options.image;
+std::vector<std::string> read_lines(const std::string& path) {
+  std::vector<std::string> lines;
+  std::ifstream in(path, std::ios::binary);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  return lines;
+}
 
-  // 1. What each file is (attributes only; the bytes are read again when its study is assembled).
-  std::vector<std::string> files;
-  std::vector<pre::InstanceInfo> infos;
-  for (const auto& path : collect_dicom_files(paths)) {
-    auto bytes = read_bytes(path);
-    auto info = bytes.ok() ? pre::read_dicom_info(*bytes, path, study_options.read)
-                           : absl::StatusOr<pre::InstanceInfo>(bytes.status());
-    if (!info.ok()) {
-      ++failures;
-      const std::string message(info.status().message());
-      std::cerr << "cmn-generate: " << (message.find(path) == std::string::npos ? "'" + path + "': " : "")
-                << message << "\n";
+bool write_file_atomically(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << bytes;
+    out.flush();
+    if (!out.good()) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+int run_merge(const std::vector<std::string>& inputs, const std::string& output, bool force) {
+  auto merged = cmn::pipeline::merge_outputs(inputs, output, force);
+  if (!merged.ok()) {
+    std::cerr << "cmn-generate merge: " << merged.status().message() << "\n";
+    return kExitFailure;
+  }
+  for (const auto& p : merged->problems) std::cerr << "cmn-generate merge: " << p << "\n";
+  nlohmann::ordered_json j;
+  j["studies"] = merged->lines;
+  j["failed"] = merged->failed;
+  j["complete"] = merged->ok;
+  j["written"] = merged->ok || force;
+  std::cerr << "cmn-generate merge: summary: " << j.dump() << "\n";
+  return merged->ok ? 0 : kExitFailure;
+}
+
+struct ArchiveRequest {
+  std::vector<std::string> dicom_paths;
+  std::string manifest, annotation, split, image_root;
+  std::vector<std::string> modalities;
+  std::string output;
+  bool overwrite = false;
+  cmn::pipeline::Shard shard;
+  bool sharded = false;
+  bool fail_on_error = false;
+  bool read_ahead = true;
+  std::string progress, attention_dir, summary_path;
+};
+
+// --dicom / --manifest / --split: list studies, keep this shard's, skip those already in --output, run the
+// rest appending one synced line each, then print (and --summary) the summary, with scores for --split.
+int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOptions& options, const ArchiveRequest& req) {
+  namespace pl = cmn::pipeline;
+  // 1. Studies.
+  pl::StudyList list;
+  std::unordered_map<std::string, std::string> references;
+  if (!req.dicom_paths.empty()) {
+    list = pl::list_dicom_studies(req.dicom_paths);
+  } else if (!req.manifest.empty()) {
+    auto listed = pl::list_manifest_studies(req.manifest);
+    if (!listed.ok()) {
+      std::cerr << "cmn-generate: " << listed.status().message() << "\n";
+      return kExitFailure;
+    }
+    list = std::move(*listed);
+  } else {
+    auto ann = cmn::pipeline::read_annotation(req.annotation);
+    if (!ann.ok()) {
+      std::cerr << "cmn-generate: " << ann.status().message() << "\n";
+      return kExitFailure;
+    }
+    const auto& entries = req.split == "train" ? ann->train : req.split == "val" ? ann->val : ann->test;
+    const std::string root = req.image_root.empty()
+                                 ? std::filesystem::path(req.annotation).parent_path().string()
+                                 : req.image_root;
+    list = pl::annotation_studies(entries, root);
+  }
+  for (const auto& e : list.file_errors) std::cerr << "cmn-generate: " << e << "\n";
+  if (list.studies.empty() && list.file_errors.empty()) {
+    std::cerr << "cmn-generate: no studies found\n";
+    return kExitFailure;
+  }
+
+  // 2. This shard's studies (each key once), and the ones the output already has.
+  std::vector<pl::BatchStudy> mine;
+  std::vector<std::string> keys;
+  std::set<std::string> seen;
+  int64_t not_in_shard = 0;
+  for (auto& s : list.studies) {
+    if (!pl::in_shard(s.key, req.shard)) {
+      ++not_in_shard;
       continue;
     }
-    if (info->source.empty()) info->source = path;
-    files.push_back(path);
-    infos.push_back(std::move(*info));
+    if (!seen.insert(s.key).second) {
+      std::cerr << "cmn-generate: study key listed twice, second one ignored (" << (req.manifest.empty() ? "input" : req.manifest)
+                << ")\n";
+      continue;
+    }
+    if (s.reference) references[s.key] = *s.reference;
+    keys.push_back(s.key);
+    mine.push_back(std::move(s));
+  }
+  std::optional<pl::JsonlAppender> appender;
+  int64_t already = 0;
+  if (!req.output.empty()) {
+    pl::ExistingOutput existing;
+    if (!req.overwrite) {
+      auto scanned = pl::scan_output(req.output);
+      if (!scanned.ok()) {
+        std::cerr << "cmn-generate: " << scanned.status().message() << "\n";
+        return kExitFailure;
+      }
+      existing = std::move(*scanned);
+      if (existing.torn_tail) std::cerr << "cmn-generate: dropping a torn last line of '" << req.output << "'\n";
+    }
+    auto opened = pl::JsonlAppender::open(req.output, existing.valid_bytes);
+    if (!opened.ok()) {
+      std::cerr << "cmn-generate: " << opened.status().message() << "\n";
+      return kExitFailure;
+    }
+    appender.emplace(std::move(*opened));
+    if (auto st = pl::write_keys_file(req.output, req.shard, keys); !st.ok()) {
+      std::cerr << "cmn-generate: " << st.message() << "\n";
+      return kExitFailure;
+    }
+    std::vector<pl::BatchStudy> todo;
+    for (auto& s : mine) {
+      if (existing.keys.count(s.key)) {
+        ++already;
+      } else {
+        todo.push_back(std::move(s));
+      }
+    }
+    mine = std::move(todo);
   }
 
-  // 2. Studies, in StudyInstanceUID order.
-  const pre::StudyGrouping grouping = pre::group_studies(infos);
-  for (size_t i : grouping.unassigned) {
-    if (infos[i].is_image) {
-      ++failures;
-      std::cerr << "cmn-generate: '" << files[i] << "': image without StudyInstanceUID, not used\n";
-    } else {
-      std::cerr << "cmn-generate: '" << files[i] << "': skipped, " << pre::sop_class_name(infos[i].sop_class_uid)
-                << " without StudyInstanceUID\n";
-    }
+  // 3. The run.
+  pl::BatchOptions batch;
+  batch.generator = options;
+  batch.study.views = generator.model()->config().effective_views();
+  batch.study.allowed_modalities = req.modalities;
+  batch.study.image = options.image;
+  batch.read_ahead = req.read_ahead;
+  batch.attention_dir = req.attention_dir;
+  batch.progress = req.progress;
+  std::vector<std::string> new_lines;
+  auto emit = [&](const std::string& line) -> absl::Status {
+    if (!references.empty()) new_lines.push_back(line);
+    if (appender) return appender->append(line);
+    std::cout << line << "\n" << std::flush;
+    return absl::OkStatus();
+  };
+  auto summary = pl::run_batch(generator, mine, batch, emit);
+  if (!summary.ok()) {
+    std::cerr << "cmn-generate: " << summary.status().message() << "\n";
+    return kExitFailure;
   }
-  if (files.empty() && failures == 0) {
-    std::cerr << "cmn-generate: no files found under --dicom\n";
-    return 1;
-  }
+  summary->skipped = already;
+  auto j = summary_json(*summary, static_cast<int64_t>(list.studies.size()), not_in_shard,
+                        static_cast<int64_t>(list.file_errors.size()), req.shard.text());
 
-  // 3. Assemble and decode `batch_size` studies at a time, so memory stays bounded on large trees.
-  const auto& id = generator.identity();
-  const size_t batch = static_cast<size_t>(std::max<int64_t>(1, options.batch_size));
-  for (size_t first = 0; first < grouping.studies.size(); first += batch) {
-    const size_t last = std::min(grouping.studies.size(), first + batch);
-    std::vector<nlohmann::json> study_lines;
-    std::vector<std::vector<pre::FloatImage>> images;
-    std::vector<size_t> decoded;       // index into study_lines of each entry of `images`
-    std::vector<double> assemble_s;
-    for (size_t g = first; g < last; ++g) {
-      const auto& group = grouping.studies[g];
-      nlohmann::json line;
-      line["study"] = group.study_instance_uid;
-      line["model"] = model_json(id);
-      if (id.untrained) line["warning"] = "untrained model: random weights, not a report";
-      const auto start = std::chrono::steady_clock::now();
-      std::vector<pre::InstanceInput> inputs;
-      absl::Status status;
-      for (size_t m : group.members) {
-        auto bytes = read_bytes(files[m]);
-        if (!bytes.ok()) {
-          status = bytes.status();
-          break;
-        }
-        inputs.push_back({files[m], std::move(*bytes)});
-      }
-      auto study = status.ok() ? pre::assemble_study(inputs, study_options)
-                               : absl::StatusOr<pre::AssembledStudy>(status);
-      if (!study.ok()) {
-        ++failures;
-        add_result(study.status(), group.study_instance_uid, line);
-        study_lines.push_back(std::move(line));
-        continue;
-      }
-      line["instances"] = slots_json(*study);
-      line["skipped"] = skipped_json(study->skipped);
-      decoded.push_back(study_lines.size());
-      images.push_back(std::move(study->images));
-      assemble_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      study_lines.push_back(std::move(line));
-    }
-    const auto results = generator.generate_images(images, options);
-    for (size_t i = 0; i < results.size(); ++i) {
-      auto& line = study_lines[decoded[i]];
-      auto result = results[i];
-      if (result.ok()) result->times.preprocess_s += assemble_s[i];
-      if (!add_result(result, line["study"].get<std::string>(), line)) ++failures;
-    }
-    for (const auto& line : study_lines) lines << line.dump() << "\n";
+  // 4. Scores against the annotation's reports (the whole output, so a resumed run scores everything).
+  if (!references.empty()) {
+    const auto all = req.output.empty() ? new_lines : read_lines(req.output);
+    j["scores"] = score_lines(all, references, generator.tokenizer(), generator.model()->config().max_seq_length);
   }
-  return failures;
+  std::cerr << "cmn-generate: summary: " << j.dump() << "\n";
+  if (!req.summary_path.empty() && !write_file_atomically(req.summary_path, j.dump(2) + "\n")) {
+    std::cerr << "cmn-generate: cannot write '" << req.summary_path << "'\n";
+    return kExitFailure;
+  }
+  const bool any_failed = summary->failed > 0 || !list.file_errors.empty();
+  // Writing to stdout keeps the tool's old contract (1 when anything failed); an archive run into a file
+  // records failures in its lines and fails only when asked.
+  if (any_failed && (req.fail_on_error || req.output.empty())) return kExitFailure;
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"cmn-generate: write draft chest X-ray reports for studies given as image or DICOM files (in process)"};
-  std::string checkpoint, args_json, annotation, bundle_dir, output;
+  std::string checkpoint, args_json, annotation, bundle_dir, output, manifest, split, image_root, shard_text;
+  std::string attention_dir, summary_path, progress = "auto";
   std::vector<std::string> images, dicom_paths;
   std::vector<std::string> modalities = cmn::preprocessing::StudyOptions{}.allowed_modalities;
   std::optional<int64_t> beam_size, max_length;
@@ -278,20 +349,30 @@ int main(int argc, char** argv) {
   std::optional<double> temperature;
   int threads = 2;
   int64_t batch_size = 8;
+  bool overwrite = false, fail_on_error = false, no_read_ahead = false;
   auto* ckpt_opt = app.add_option("--r2gencmn", checkpoint, "R2GenCMN checkpoint (.pth, torch.save format)")
                        ->check(CLI::ExistingFile);
   app.add_option("--args", args_json, "R2GenCMN arguments as JSON (num_layers, d_model, ..., views)")
       ->check(CLI::ExistingFile)->needs(ckpt_opt);
-  app.add_option("--annotation", annotation, "annotation.json whose train split rebuilds the vocabulary")
-      ->check(CLI::ExistingFile)->needs(ckpt_opt);
+  app.add_option("--annotation", annotation,
+                 "annotation.json: its train split rebuilds the vocabulary (--r2gencmn); with --split, the studies")
+      ->check(CLI::ExistingFile);
   auto* bundle_opt = app.add_option("--bundle", bundle_dir, "model bundle directory (model.yaml, weights, vocab)")
                          ->check(CLI::ExistingDirectory)->excludes(ckpt_opt);
   auto* images_opt =
       app.add_option("--images", images, "image files (PNG/JPEG); each consecutive group of `views` is one study")
           ->check(CLI::ExistingFile);
-  app.add_option("--dicom", dicom_paths,
-                 "DICOM files or folders (recursive); grouped into studies by StudyInstanceUID, one line each")
-      ->check(CLI::ExistingPath)->excludes(images_opt);
+  auto* dicom_opt = app.add_option("--dicom", dicom_paths,
+                                   "DICOM files or folders (recursive); grouped into studies by StudyInstanceUID")
+                        ->check(CLI::ExistingPath)->excludes(images_opt);
+  auto* manifest_opt = app.add_option("--manifest", manifest,
+                                      "CSV (columns id,path) or JSONL ({id, path|paths}) of study folders or files")
+                           ->check(CLI::ExistingFile)->excludes(images_opt)->excludes(dicom_opt);
+  auto* split_opt = app.add_option("--split", split, "annotation.json split to generate (and score): train|val|test")
+                        ->check(CLI::IsMember({"train", "val", "test"}))
+                        ->excludes(images_opt)->excludes(dicom_opt)->excludes(manifest_opt);
+  app.add_option("--image-root", image_root, "folder the annotation's image_path entries are relative to")
+      ->check(CLI::ExistingDirectory)->needs(split_opt);
   auto* modalities_opt =
       app.add_option("--modalities", modalities,
                      "modalities --dicom accepts, others are skipped saying so (default: the bundle's "
@@ -304,15 +385,40 @@ int main(int argc, char** argv) {
   app.add_option("--temperature", temperature, "sampling temperature")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "intra-op threads")->check(CLI::Range(1, 256));
   app.add_option("--batch-size", batch_size, "studies decoded together")->check(CLI::Range(1, 256));
-  app.add_option("--output", output, "write JSON lines here (atomically) instead of stdout");
+  app.add_option("--output", output,
+                 "JSON lines file. --images: written atomically. --dicom/--manifest/--split: appended and synced "
+                 "per study; studies already in it are skipped (resume)");
+  app.add_flag("--overwrite", overwrite, "start --output afresh instead of resuming it");
+  app.add_option("--shard", shard_text, "i/n: only the studies whose key hashes (FNV-1a 64) to i mod n");
+  app.add_flag("--fail-on-error", fail_on_error,
+               "archive mode with --output: exit 1 when a study or file failed (default: recorded, exit 0)");
+  app.add_flag("--no-read-ahead", no_read_ahead, "read and decode DICOM/images on the model's thread");
+  app.add_option("--progress", progress, "progress bar on stderr: auto (a terminal) | always | never")
+      ->check(CLI::IsMember({"auto", "always", "never"}));
+  app.add_option("--attention-dir", attention_dir,
+                 "write per-sentence cross-attention PNGs (each layer and view) into DIR/<study key>/");
+  app.add_option("--summary", summary_path, "also write the run's summary JSON (and scores) here");
+
+  // `cmn-generate merge --output all.jsonl shard-*.jsonl`
+  auto* merge = app.add_subcommand("merge", "join shard outputs, checking that no study is missing or duplicated");
+  std::vector<std::string> merge_inputs;
+  std::string merge_output;
+  bool merge_force = false;
+  merge->add_option("inputs", merge_inputs, "shard output files (JSONL; their .keys.json beside them)")
+      ->required()->check(CLI::ExistingFile);
+  merge->add_option("--output,-o", merge_output, "merged JSONL (written atomically)")->required();
+  merge->add_flag("--force", merge_force, "write the merged output even when studies are missing or duplicated");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints --help, or the problem
     return code == 0 ? 0 : 2;      // the documented exit code for a bad command line (CLI11 uses 1xx)
   }
-  if (images.empty() && dicom_paths.empty()) {
-    std::cerr << "cmn-generate: give --images FILE... or --dicom PATH...\n";
+  if (merge->parsed()) return run_merge(merge_inputs, merge_output, merge_force);
+
+  const bool archive_mode = !dicom_paths.empty() || !manifest.empty() || !split.empty();
+  if (images.empty() && !archive_mode) {
+    std::cerr << "cmn-generate: give --images FILE..., --dicom PATH..., --manifest FILE or --annotation FILE --split NAME\n";
     return 2;
   }
   if (checkpoint.empty() && bundle_dir.empty()) {
@@ -322,6 +428,27 @@ int main(int argc, char** argv) {
   if (!checkpoint.empty() && (args_json.empty() || annotation.empty())) {
     std::cerr << "cmn-generate: --r2gencmn needs --args and --annotation (the vocabulary is rebuilt from it)\n";
     return 2;
+  }
+  if (!split.empty() && annotation.empty()) {
+    std::cerr << "cmn-generate: --split needs --annotation annotation.json\n";
+    return 2;
+  }
+  if (!bundle_dir.empty() && !annotation.empty() && split.empty()) {
+    std::cerr << "cmn-generate: --annotation with --bundle is only for --split (the bundle has its vocabulary)\n";
+    return 2;
+  }
+  if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || overwrite)) {
+    std::cerr << "cmn-generate: --shard, --attention-dir and --overwrite go with --dicom, --manifest or --split\n";
+    return 2;
+  }
+  cmn::pipeline::Shard shard;
+  if (!shard_text.empty()) {
+    auto parsed = cmn::pipeline::parse_shard(shard_text);
+    if (!parsed.ok()) {
+      std::cerr << "cmn-generate: " << parsed.status().message() << "\n";
+      return 2;
+    }
+    shard = *parsed;
   }
   (void)bundle_opt;
 
@@ -354,11 +481,16 @@ int main(int argc, char** argv) {
   if (id.untrained) {
     std::cerr << "cmn-generate: NOTE: model '" << id.name << "' is UNTRAINED (random weights): its text is not a report\n";
   }
+  if (archive_mode) {
+    return run_archive(*generator, options, ArchiveRequest{dicom_paths, manifest, annotation, split, image_root, modalities,
+                                                           output, overwrite, shard, !shard_text.empty(),
+                                                           fail_on_error, !no_read_ahead, progress, attention_dir,
+                                                           summary_path});
+  }
+
   std::ostringstream lines;
   int failures = 0;
-  if (!dicom_paths.empty()) {
-    failures = generate_dicom(*generator, dicom_paths, options, modalities, lines);
-  } else {
+  {
     const int64_t views = config.effective_views();
     if (images.size() % static_cast<size_t>(views) != 0) {
       std::cerr << "cmn-generate: " << images.size() << " images is not a multiple of the model's " << views
@@ -384,22 +516,10 @@ int main(int argc, char** argv) {
 
   if (output.empty()) {
     std::cout << lines.str();
-  } else {
+  } else if (!write_file_atomically(output, lines.str())) {
     // Atomic: a reader never sees half a file, and an interrupted run leaves the old output in place.
-    const std::string tmp = output + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out << lines.str();
-      out.flush();
-      if (!out.good()) {
-        std::cerr << "cmn-generate: cannot write '" << tmp << "'\n";
-        return kExitFailure;
-      }
-    }
-    if (std::rename(tmp.c_str(), output.c_str()) != 0) {
-      std::cerr << "cmn-generate: cannot rename '" << tmp << "' to '" << output << "'\n";
-      return kExitFailure;
-    }
+    std::cerr << "cmn-generate: cannot write '" << output << "'\n";
+    return kExitFailure;
   }
   return failures == 0 ? 0 : kExitFailure;
 }

@@ -21,8 +21,44 @@ ReportGenerator::ReportGenerator(model::R2GenCMN model, model::Tokenizer tokeniz
   model_->eval();
 }
 
+namespace {
+
+// Re-runs the decoder over the chosen ids of each study (one row per study) with the cross-attention kept,
+// and returns per study [layers, T_s, S] (heads averaged). The steps are the decoding pass's own
+// computation for that hypothesis: same memory, same prefixes, same incremental decoder.
+std::vector<torch::Tensor> replay_attention(model::BaseCMNImpl& model, const torch::Tensor& memory,
+                                            const std::vector<std::vector<int64_t>>& ids) {
+  const int64_t b = static_cast<int64_t>(ids.size());
+  size_t longest = 0;
+  for (const auto& s : ids) longest = std::max(longest, s.size());
+  model::CmnStepModel stepper(model, memory, /*keep_attention=*/true);
+  std::vector<std::vector<torch::Tensor>> steps(ids.size());  // [study][t] -> [layers, S]
+  auto tokens = torch::zeros({b}, torch::kLong);              // bos = 0
+  for (size_t t = 0; t < longest; ++t) {
+    stepper.step(tokens);
+    const auto& kept = stepper.cache().cross_attention;      // per layer [B,h,S]
+    auto per_layer = torch::stack(kept).mean(2).to(torch::kCPU);  // [layers,B,S]
+    auto next = torch::zeros({b}, torch::kLong);
+    for (int64_t s = 0; s < b; ++s) {
+      const auto& seq = ids[static_cast<size_t>(s)];
+      if (t >= seq.size()) continue;  // this study ended: its rows keep running on pads, unused
+      steps[static_cast<size_t>(s)].push_back(per_layer.select(1, s).clone());  // [layers,S]
+      next[s] = seq[t];
+    }
+    tokens = next;
+  }
+  std::vector<torch::Tensor> out;
+  for (auto& s : steps) {
+    out.push_back(s.empty() ? torch::Tensor() : torch::stack(s, 1));  // [layers,T,S]
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<StudyReport>> ReportGenerator::generate_tensor(const torch::Tensor& images,
-                                                                          const model::DecodingOptions& decoding) {
+                                                                          const model::DecodingOptions& decoding,
+                                                                          bool attention) {
   try {
     model::validate_decoding_options(decoding);
   } catch (const c10::Error& e) {
@@ -47,6 +83,16 @@ absl::StatusOr<std::vector<StudyReport>> ReportGenerator::generate_tensor(const 
     auto decoded = model::decode(stepper, decoding);
     times.decode_s = seconds_since(start);
 
+    std::vector<torch::Tensor> attention_maps;
+    if (attention) {
+      std::vector<std::vector<int64_t>> chosen;  // without the final eos: its step is not plotted
+      for (const auto& h : decoded.best) {
+        chosen.push_back(h.ids);
+        if (!chosen.back().empty() && chosen.back().back() == 0) chosen.back().pop_back();
+      }
+      attention_maps = replay_attention(*model_->encoder_decoder, memory, chosen);
+    }
+
     std::vector<StudyReport> out;
     for (const auto& h : decoded.best) {
       StudyReport r;
@@ -56,6 +102,7 @@ absl::StatusOr<std::vector<StudyReport>> ReportGenerator::generate_tensor(const 
       for (float lp : h.token_log_probs) r.log_prob += lp;
       r.score = h.score;
       r.times = times;
+      if (attention) r.token_attention = attention_maps[out.size()];
       out.push_back(std::move(r));
     }
     return out;
@@ -90,7 +137,7 @@ std::vector<absl::StatusOr<StudyReport>> ReportGenerator::generate_batched(size_
     }
     if (ok.empty()) continue;
     const double preprocess_s = seconds_since(start);
-    auto reports = generate_tensor(torch::stack(tensors), options.decoding);  // [B,V,3,H,W]
+    auto reports = generate_tensor(torch::stack(tensors), options.decoding, options.attention);  // [B,V,3,H,W]
     for (size_t i = 0; i < ok.size(); ++i) {
       if (!reports.ok()) {
         results[ok[i]] = reports.status();

@@ -32,12 +32,21 @@ struct StudyReport {
   double log_prob = 0.0;               // summed log-prob of the generated ids and the final 0 (if reached)
   double score = 0.0;                  // beam score (penalised when a length penalty is set)
   StageTimes times;                    // for the batch this study was decoded in
+  // Only with GeneratorOptions::attention: the decoder's cross-attention (src_attn) probabilities of the
+  // decoding pass for the chosen hypothesis, heads averaged: [layers, T, V*49], row t = the step that
+  // produced token_ids[t] (the final eos step is left out, as the reference's plot drops it). Undefined
+  // otherwise. Patch index s = view * 49 + y * 7 + x (att_feats order).
+  torch::Tensor token_attention;
 };
 
 struct GeneratorOptions {
   model::DecodingOptions decoding;             // beam size, max length, method, ...
   preprocessing::ImageOptions image;           // resize / normalisation (the reference test transform)
   int64_t batch_size = 8;                      // studies per visual-encoder batch and decode batch
+  // Capture StudyReport::token_attention (attention maps). Off: decoding pays nothing for it. On: the
+  // chosen hypotheses are replayed once through the incremental decoder with attention kept (one row
+  // per study instead of beam_size), over the same encoder memory.
+  bool attention = false;
 };
 
 class ReportGenerator {
@@ -55,8 +64,10 @@ class ReportGenerator {
   std::vector<absl::StatusOr<StudyReport>> generate_images(
       const std::vector<std::vector<preprocessing::FloatImage>>& studies, const GeneratorOptions& options);
   // images [B,V,3,224,224] already transformed -> one report per study.
+  // With `attention`, each report carries token_attention (see StudyReport).
   absl::StatusOr<std::vector<StudyReport>> generate_tensor(const torch::Tensor& images,
-                                                           const model::DecodingOptions& decoding);
+                                                           const model::DecodingOptions& decoding,
+                                                           bool attention = false);
 
   const ModelIdentity& identity() const { return identity_; }
   const model::R2GenCMN& model() const { return model_; }

@@ -1,0 +1,154 @@
+#include "cmn/pipeline/attention.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cmn/common/status_macros.h"
+
+namespace cmn::pipeline {
+namespace {
+
+constexpr int64_t kPatches = kPatchGrid * kPatchGrid;
+
+absl::Status write_atomically(const std::filesystem::path& path, const std::string& bytes) {
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << bytes;
+    out.flush();
+    if (!out.good()) return absl::InternalError(absl::StrCat("cannot write '", tmp.string(), "'"));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot rename '", tmp.string(), "': ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<AttentionMap>> sentence_attention_maps(const StudyReport& report,
+                                                                  const model::Tokenizer& tokenizer,
+                                                                  int64_t views) {
+  const auto& att = report.token_attention;  // [layers,T,S]
+  if (!att.defined()) {
+    if (report.token_ids.empty()) return std::vector<AttentionMap>{};
+    return absl::FailedPreconditionError("report was generated without attention capture (GeneratorOptions::attention)");
+  }
+  if (att.dim() != 3 || att.size(1) != static_cast<int64_t>(report.token_ids.size()) ||
+      att.size(2) != views * kPatches) {
+    return absl::InvalidArgumentError(absl::StrCat("token attention ", c10::str(att.sizes()), " does not fit ",
+                                                   report.token_ids.size(), " tokens x ", views, " views x ",
+                                                   kPatches, " patches"));
+  }
+  const auto& words = tokenizer.tokens();
+  auto word = [&](int64_t id) -> std::string {
+    return id >= 1 && id <= static_cast<int64_t>(words.size()) ? words[static_cast<size_t>(id - 1)] : "<unk>";
+  };
+  // Sentences: runs of tokens ending with "." (a trailing run without one is a sentence too).
+  std::vector<std::pair<int64_t, int64_t>> spans;  // [first, last)
+  int64_t first = 0;
+  const int64_t n = static_cast<int64_t>(report.token_ids.size());
+  for (int64_t t = 0; t < n; ++t) {
+    if (word(report.token_ids[static_cast<size_t>(t)]) == "." || t == n - 1) {
+      spans.emplace_back(first, t + 1);
+      first = t + 1;
+    }
+  }
+  auto cpu = att.to(torch::kCPU, torch::kFloat).contiguous();  // [layers,T,S]
+  std::vector<AttentionMap> maps;
+  for (size_t s = 0; s < spans.size(); ++s) {
+    const auto [a, b] = spans[s];
+    std::string text;
+    for (int64_t t = a; t < b; ++t) {
+      if (!text.empty()) text += ' ';
+      text += word(report.token_ids[static_cast<size_t>(t)]);
+    }
+    auto mean = cpu.narrow(1, a, b - a).mean(1).contiguous();  // [layers,S]
+    for (int64_t l = 0; l < mean.size(0); ++l) {
+      for (int64_t v = 0; v < views; ++v) {
+        auto block = mean[l].narrow(0, v * kPatches, kPatches).contiguous();  // [49]
+        AttentionMap m;
+        m.sentence = static_cast<int64_t>(s);
+        m.text = text;
+        m.layer = l;
+        m.view = v;
+        m.weights.assign(block.data_ptr<float>(), block.data_ptr<float>() + kPatches);
+        maps.push_back(std::move(m));
+      }
+    }
+  }
+  return maps;
+}
+
+absl::StatusOr<std::string> render_attention_png(const AttentionMap& map, const preprocessing::FloatImage& view,
+                                                 const preprocessing::ImageOptions& image_options) {
+  if (map.weights.size() != static_cast<size_t>(kPatches)) {
+    return absl::InvalidArgumentError(absl::StrCat("attention map has ", map.weights.size(), " values, want ", kPatches));
+  }
+  const int h = view.height, w = view.width;
+  if (view.channels != 3 || h <= 0 || w <= 0 || view.data.size() != static_cast<size_t>(3 * h * w)) {
+    return absl::InvalidArgumentError(absl::StrCat("view image is ", view.channels, "x", h, "x", w, " with ",
+                                                   view.data.size(), " values"));
+  }
+  // The image as the reference plots it: clamp((x * std + mean) * 255, 0, 255), then an int cast.
+  cv::Mat image(h, w, CV_8UC3);
+  for (int y = 0; y < h; ++y) {
+    auto* row = image.ptr<uint8_t>(y);
+    for (int x = 0; x < w; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        const float v = view.data[static_cast<size_t>(c * h * w + y * w + x)];
+        const float px = std::clamp((v * image_options.std[c] + image_options.mean[c]) * 255.0f, 0.0f, 255.0f);
+        row[x * 3 + (2 - c)] = static_cast<uint8_t>(px);  // RGB -> OpenCV's BGR
+      }
+    }
+  }
+  // generate_heatmap: weights - min, / max, resize (bilinear) to the image, uint8(255 * w), JET, 0.5 + 0.5.
+  cv::Mat weights(kPatchGrid, kPatchGrid, CV_32F);
+  std::copy(map.weights.begin(), map.weights.end(), weights.ptr<float>());
+  double lo = 0, hi = 0;
+  cv::minMaxLoc(weights, &lo, &hi);
+  weights -= lo;
+  if (hi - lo > 0) weights /= (hi - lo);  // a flat map stays 0 (the reference would divide by 0 -> NaN)
+  cv::Mat up;
+  cv::resize(weights, up, cv::Size(w, h), 0, 0, cv::INTER_LINEAR);
+  cv::Mat grey;
+  up.convertTo(grey, CV_8U, 255.0);
+  cv::Mat heat;
+  cv::applyColorMap(grey, heat, cv::COLORMAP_JET);
+  cv::Mat blended;
+  cv::addWeighted(heat, 0.5, image, 0.5, 0.0, blended);
+  std::vector<uint8_t> png;
+  if (!cv::imencode(".png", blended, png)) return absl::InternalError("PNG encoding failed");
+  return std::string(png.begin(), png.end());
+}
+
+absl::Status write_attention_maps(const std::string& dir, const std::vector<AttentionMap>& maps,
+                                  const std::vector<preprocessing::FloatImage>& views,
+                                  const preprocessing::ImageOptions& image_options) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
+  nlohmann::ordered_json index = nlohmann::ordered_json::array();
+  for (const auto& m : maps) {
+    if (m.view < 0 || m.view >= static_cast<int64_t>(views.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("attention map for view ", m.view, " but ", views.size(), " views"));
+    }
+    CMN_ASSIGN_OR_RETURN(auto png, render_attention_png(m, views[static_cast<size_t>(m.view)], image_options));
+    const std::string name = absl::StrFormat("s%02d_layer%d_view%d.png", m.sentence, m.layer, m.view);
+    CMN_RETURN_IF_ERROR(write_atomically(fs::path(dir) / name, png));
+    index.push_back({{"sentence", m.sentence}, {"text", m.text}, {"layer", m.layer}, {"view", m.view}, {"file", name}});
+  }
+  return write_atomically(fs::path(dir) / "sentences.json", index.dump(1) + "\n");
+}
+
+}  // namespace cmn::pipeline
