@@ -19,7 +19,8 @@
 // source study's StudyInstanceUID and its Patient / General Study / Patient Study modules copied from the first
 // source instance, new Series and SOP Instance UIDs, Modality SR, SeriesDescription marking an AI draft,
 // Current Requested Procedure Evidence Sequence = every distinct source instance (study/series/SOP class/
-// instance UIDs), Content Date/Time = now (UTC offset of the host), Manufacturer "cmn", Software Versions.
+// instance UIDs), Content Date/Time = now (local time of the host), Manufacturer (SrOptions::manufacturer),
+// Manufacturer's Model Name "<model name> <version>" (cmn-pacs recognises its own SRs by it), Software Versions.
 // Evidence order is by (series UID, SOP instance UID) as DCMTK's reference list keeps it.
 #include <cstdint>
 #include <string>
