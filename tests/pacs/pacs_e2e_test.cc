@@ -391,6 +391,25 @@ TEST_F(PacsEndToEndTest, SendersStoreTheSrByCStoreAndByStowRs) {
   EXPECT_EQ(texts, (std::set<std::string>{"sent by c-store .", "sent by stow-rs ."}));
 }
 
+TEST_F(PacsEndToEndTest, StowRsModeStoresTheSrIntoTheStudy) {
+  if (!fs::exists(kDicomWebPlugin)) GTEST_SKIP() << "orthanc-dicomweb is not installed";
+  ASSERT_TRUE(orthanc_.start()) << read_bytes(dir_->file("orthanc.err"));
+  const int server_port = start_server();
+  ASSERT_GT(server_port, 0) << (server_ ? server_->err() : "");
+  start_pacs(server_port, {"--store", "stow", "--stow-url",
+                           "http://127.0.0.1:" + std::to_string(orthanc_.http_port) + "/dicom-web"});
+  const std::string image = read_bytes(shared_path("data/dicom/chest/NIH-ChestXray14_DX_implicitLE.dcm"));
+  auto posted = orthanc_.client->Post("/instances", image, "application/dicom");
+  ASSERT_TRUE(posted && posted->status == 200);
+  const std::string study = json::parse(posted->body).value("ParentStudy", std::string());
+  ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] { return !orthanc_.sr_instances(study).empty(); }))
+      << diagnostics();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  expect_sr_matches_server(study, server_port, {"1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888"});
+  pacs_->stop();
+  EXPECT_NE(pacs_->err().find("store=stow"), std::string::npos) << pacs_->err();
+}
+
 TEST_F(PacsEndToEndTest, StudyTheServerRefusesIsReportedFailedAtOnce) {
   ASSERT_TRUE(orthanc_.start()) << read_bytes(dir_->file("orthanc.err"));
   const int server_port = start_server();
