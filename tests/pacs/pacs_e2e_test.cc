@@ -199,7 +199,9 @@ class PacsEndToEndTest : public ::testing::Test {
     dir_ = std::make_unique<ScopedDir>("e2e");
     orthanc_.dir = dir_->path();
     orthanc_.http_port = free_port();
-    orthanc_.dicom_port = free_port();
+    do {
+      orthanc_.dicom_port = free_port();
+    } while (orthanc_.dicom_port == orthanc_.http_port);
   }
 
   // cmn-server on a free port; returns its gRPC port (0 on failure).
