@@ -155,8 +155,10 @@ void read_string(const std::map<std::string, Scalar>& m, const char* key, std::s
 }  // namespace
 
 void validate_model_config(const ModelConfig& c) {
-  TORCH_CHECK(c.visual_extractor == "resnet101", "visual_extractor '", c.visual_extractor,
-              "' is not supported (only resnet101)");
+  TORCH_CHECK(c.visual_extractor == "resnet101" || c.visual_extractor == "patch_stats", "visual_extractor '",
+              c.visual_extractor, "' is not supported (resnet101, or patch_stats: see visual_extractor.h)");
+  TORCH_CHECK(c.visual_extractor != "patch_stats" || c.d_vf == 64, "visual_extractor patch_stats gives d_vf = 64, got ",
+              c.d_vf);
   TORCH_CHECK(c.use_bn == 0, "use_bn=", c.use_bn, " is not supported (the published models use 0)");
   TORCH_CHECK(c.group_size == 1, "group_size=", c.group_size, " (diverse beam search) is not supported");
   TORCH_CHECK(c.num_heads > 0 && c.d_model % c.num_heads == 0, "d_model (", c.d_model,

@@ -6,7 +6,7 @@ namespace cmn::model {
 
 R2GenCMNImpl::R2GenCMNImpl(const ModelConfig& config) : config_(config) {
   validate_model_config(config_);
-  visual_extractor = register_module("visual_extractor", VisualExtractor());
+  visual_extractor = register_module("visual_extractor", VisualExtractor(config_.visual_extractor));
   encoder_decoder = register_module("encoder_decoder", BaseCMN(config_));
 }
 

@@ -33,7 +33,9 @@ torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
   return torch::relu(out + identity);
 }
 
-VisualExtractorImpl::VisualExtractorImpl() {
+VisualExtractorImpl::VisualExtractorImpl() { build_resnet101(); }
+
+void VisualExtractorImpl::build_resnet101() {
   model = torch::nn::ModuleList();
   model->push_back(conv(3, 64, 7, 2, 3));                                                  // 0: conv1
   model->push_back(torch::nn::BatchNorm2d(64));                                            // 1: bn1
@@ -127,7 +129,38 @@ torch::Tensor VisualExtractorImpl::forward_trunk(const torch::Tensor& images) {
   return x;                                                                // [N,2048,7,7]
 }
 
+VisualExtractorImpl::VisualExtractorImpl(const std::string& kind) : kind_(kind) {
+  TORCH_CHECK(kind == kResNet101Trunk || kind == kPatchStatsTrunk, "visual_extractor '", kind,
+              "' is not supported (resnet101 or patch_stats)");
+  if (kind == kResNet101Trunk) build_resnet101();
+}
+
+std::pair<torch::Tensor, torch::Tensor> VisualExtractorImpl::forward_patch_stats(const torch::Tensor& images) {
+  TORCH_CHECK(images.dim() == 4 && images.size(2) == 224 && images.size(3) == 224,
+              "the patch_stats trunk expects [N,3,224,224] images, got ", images.sizes());
+  const int64_t n = images.size(0);
+  auto grey = images.mean(1, /*keepdim=*/true);                                    // [N,1,224,224]
+  auto mean8 = torch::avg_pool2d(grey, 8);                                         // [N,1,28,28]
+  auto max8 = torch::max_pool2d(grey, 8);                                          // [N,1,28,28]
+  auto std8 = (torch::avg_pool2d(grey * grey, 8) - mean8 * mean8).clamp_min(0).sqrt();  // [N,1,28,28]
+  // 28x28 sub-blocks -> 7x7 patches of 4x4 sub-blocks, patch-major as the ResNet's reshape(n, c, 49).
+  auto per_patch = [&](const torch::Tensor& m) {
+    return m.reshape({n, 7, 4, 7, 4}).permute({0, 1, 3, 2, 4}).reshape({n, 49, 16});  // [N,49,16]
+  };
+  auto mean32 = torch::avg_pool2d(grey, 32);                                       // [N,1,7,7]
+  auto std32 = (torch::avg_pool2d(grey * grey, 32) - mean32 * mean32).clamp_min(0).sqrt();  // [N,1,7,7]
+  auto eye = torch::eye(7, images.options());                                      // [7,7]
+  auto rows = eye.unsqueeze(1).expand({7, 7, 7}).reshape({49, 7});                // [49,7] row one-hot
+  auto cols = eye.unsqueeze(0).expand({7, 7, 7}).reshape({49, 7});                // [49,7] column one-hot
+  auto att = torch::cat({per_patch(mean8), per_patch(max8), per_patch(std8), mean32.reshape({n, 49, 1}),
+                         std32.reshape({n, 49, 1}), rows.unsqueeze(0).expand({n, 49, 7}),
+                         cols.unsqueeze(0).expand({n, 49, 7})},
+                        2);                                                        // [N,49,64]
+  return {att, att.mean(1)};                                                       // [N,49,64], [N,64]
+}
+
 std::pair<torch::Tensor, torch::Tensor> VisualExtractorImpl::forward(const torch::Tensor& images) {
+  if (kind_ == kPatchStatsTrunk) return forward_patch_stats(images);
   const bool folded = !is_training() && !torch::GradMode::is_enabled();
   auto patch = folded ? forward_folded(images) : forward_trunk(images);    // [N,2048,7,7]
   const int64_t n = patch.size(0), c = patch.size(1);

@@ -1,12 +1,13 @@
 // cmn-eval: scores generated reports against an annotation split, as R2GenCMN's trainer scores them.
 //   cmn-eval --annotation annotation.json --split test --predictions preds.jsonl
 //            [--dataset iu_xray|mimic_cxr] [--threshold 3] [--max-seq-length 60] [--vocab FILE]
-//            [--meteor-function-words FILE]
+//            [--meteor-function-words FILE] [--clinical [--uncertain-positive]]
 // preds.jsonl: one {"id": "...", "report": "..."} per line, every id of the split exactly once; the reports
 // are used as given (already decoded text). References: tokenizer(report)[:max_seq_length], decoded — so
 // cleaned, <unk>-mapped and truncated — with the tokenizer rebuilt from the train split (or --vocab).
 // Prints one JSON line: {"BLEU_1".."BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "METEOR_method"}; METEOR is the
-// exact+stem approximation named in "METEOR_method", not METEOR 1.5.
+// exact+stem approximation named in "METEOR_method", not METEOR 1.5. --clinical adds CE_macro_F1, CE_micro_F1,
+// CE_macro_P/R, CE_micro_P/R and CE_<finding>_F1 (labels from cmn/metrics/labels.h on both sides).
 // Exit codes: 0 ok, 1 bad input (one line on stderr naming it), 2 bad command line.
 #include <CLI/CLI.hpp>
 
@@ -18,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cmn/metrics/labels.h"
 #include "cmn/metrics/metrics.h"
 #include "cmn/metrics/references.h"
 #include "cmn/model/tokenizer.h"
@@ -67,6 +69,11 @@ int main(int argc, char** argv) {
   app.add_option("--vocab", vocab_path, "vocabulary file (one token per line) instead of rebuilding it");
   app.add_option("--meteor-function-words", function_words_path,
                  "METEOR's English function-word list (function/english.words); default: none");
+  bool clinical = false, uncertain_positive = false;
+  app.add_flag("--clinical", clinical,
+               "also print clinical-efficacy scores (CE_*): finding labels of each prediction against its reference's "
+               "(cmn/metrics/labels.h), per-finding F1, macro and micro P/R/F1");
+  app.add_flag("--uncertain-positive", uncertain_positive, "with --clinical: count uncertain mentions as positive");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -153,6 +160,14 @@ int main(int argc, char** argv) {
   nlohmann::ordered_json out;
   for (const auto& [name, value] : scores.named()) out[name] = value;
   out["METEOR_method"] = cmn::metrics::kMeteorLabel;
+  if (clinical) {
+    std::vector<std::string> hyps, refs;
+    for (const auto& ex : examples) {
+      hyps.push_back(ex.hypothesis);
+      refs.push_back(ex.references.front());
+    }
+    for (const auto& [name, value] : cmn::metrics::clinical_efficacy(hyps, refs, uncertain_positive).named()) out[name] = value;
+  }
   std::cout << out.dump() << std::endl;
   return 0;
 }

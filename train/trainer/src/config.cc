@@ -99,6 +99,7 @@ YAML::Node to_node(const TrainConfig& c) {
   tr["init_checkpoint"] = t.init_checkpoint;
   tr["pretrained_trunk"] = t.pretrained_trunk;
   tr["freeze_visual_extractor"] = t.freeze_visual_extractor;
+  tr["cache_visual_features"] = t.cache_visual_features;
   tr["threads"] = t.threads;
   tr["eval_splits"] = t.eval_splits;
   tr["eval_batch_size"] = t.eval_batch_size;
@@ -227,6 +228,7 @@ TrainConfig from_node(const YAML::Node& root, const std::string& source) {
   r.get("trainer", "init_checkpoint", t.init_checkpoint);
   r.get("trainer", "pretrained_trunk", t.pretrained_trunk);
   r.get("trainer", "freeze_visual_extractor", t.freeze_visual_extractor);
+  r.get("trainer", "cache_visual_features", t.cache_visual_features);
   r.get("trainer", "threads", t.threads);
   r.get("trainer", "eval_splits", t.eval_splits);
   r.get("trainer", "eval_batch_size", t.eval_batch_size);
@@ -268,9 +270,10 @@ void validate(const TrainConfig& c) {
               c.trainer.run_type, "'");
   TORCH_CHECK(c.trainer.monitor_mode == "max" || c.trainer.monitor_mode == "min", s,
               ": trainer.monitor_mode must be max or min");
-  const std::set<std::string> metrics = {"BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "loss"};
+  const std::set<std::string> metrics = {"BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "loss",
+                                         "CE_macro_F1", "CE_micro_F1"};
   TORCH_CHECK(metrics.count(c.trainer.monitor_metric), s, ": trainer.monitor_metric '", c.trainer.monitor_metric,
-              "' is not one of BLEU_1..BLEU_4, METEOR, ROUGE_L, CIDEr, loss");
+              "' is not one of BLEU_1..BLEU_4, METEOR, ROUGE_L, CIDEr, CE_macro_F1, CE_micro_F1, loss");
   for (const auto& split : c.trainer.eval_splits) {
     TORCH_CHECK(split == "val" || split == "test", s, ": trainer.eval_splits may hold val and test, got '", split, "'");
   }

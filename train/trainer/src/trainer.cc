@@ -5,6 +5,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,8 @@
 #include <iomanip>
 #include <iostream>
 #include <limits>
+#include <numeric>
+#include <random>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -23,6 +26,7 @@
 #include "cmn/train/model_setup.h"
 
 #ifdef CMN_HAVE_METRICS
+#include "cmn/metrics/labels.h"
 #include "cmn/metrics/metrics.h"
 #endif
 
@@ -127,6 +131,12 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
   if (!t.pretrained_trunk.empty()) load_torchvision_resnet101(*model_, t.pretrained_trunk);
   set_dropout(*model_, config_.dropout);
   if (t.freeze_visual_extractor) freeze_visual_extractor(*model_);
+  if (t.cache_visual_features) {
+    for (const auto& p : model_->visual_extractor->parameters()) {
+      TORCH_CHECK(!p.requires_grad(), config_.source, ": trainer.cache_visual_features needs a frozen trunk: set "
+                  "trainer.freeze_visual_extractor: true, or use model.visual_extractor: patch_stats");
+    }
+  }
   model_->reset_inference_cache();
 
   optimizer_ = build_optimizer(*model_, config_.optim);
@@ -167,8 +177,10 @@ DataLoader& Trainer::loader(const std::string& split) {
   eo.max_seq_length = config_.model.max_seq_length;
   LoaderOptions lo;
   lo.batch_size = train || config_.trainer.eval_batch_size <= 0 ? config_.data.batch_size : config_.trainer.eval_batch_size;
-  lo.shuffle = train;
-  lo.augment = train;
+  // With cached features the loader only feeds the cache once: evaluation transform, file order (the trainer
+  // shuffles the cached rows itself).
+  lo.shuffle = train && !config_.trainer.cache_visual_features;
+  lo.augment = train && !config_.trainer.cache_visual_features;
   lo.seed = config_.trainer.seed;
   lo.num_workers = config_.data.num_workers;
   lo.prefetch_batches = config_.data.prefetch_batches;
@@ -180,22 +192,92 @@ DataLoader& Trainer::loader(const std::string& split) {
   return ref;
 }
 
+const Trainer::FeatureCache& Trainer::features(const std::string& split) {
+  auto it = feature_caches_.find(split);
+  if (it != feature_caches_.end()) return it->second;
+  auto& data = loader(split);
+  const bool was_training = model_->is_training();
+  model_->eval();  // the trunk as at inference (eval-mode batch norm), which is what a frozen trunk trains with
+  torch::NoGradGuard no_grad;
+  const auto start = std::chrono::steady_clock::now();
+  FeatureCache cache;
+  std::vector<torch::Tensor> chunks;
+  data.start_epoch(0);
+  while (auto batch = data.next()) {
+    for (const auto& m : batch->skipped) LOG(WARNING) << m;
+    chunks.push_back(model_->extract(batch->images).att);  // [B,V*49,d_vf]
+    cache.example.insert(cache.example.end(), batch->indices.begin(), batch->indices.end());
+  }
+  TORCH_CHECK(!chunks.empty(), "no readable study in the ", split, " split: nothing to cache");
+  cache.att = torch::cat(chunks, 0).contiguous();  // [N,V*49,d_vf]
+  LOG(INFO) << "cached trunk features of the " << split << " split: " << cache.att.sizes() << " in "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s";
+  if (was_training) train_mode(*model_);
+  return feature_caches_[split] = std::move(cache);
+}
+
+std::pair<torch::Tensor, torch::Tensor> Trainer::targets_for(const DataLoader& data,
+                                                             const std::vector<int64_t>& examples) const {
+  int64_t max_len = 0;
+  for (int64_t i : examples) max_len = std::max<int64_t>(max_len, static_cast<int64_t>(data.examples()[static_cast<size_t>(i)].ids.size()));
+  const auto b = static_cast<int64_t>(examples.size());
+  auto targets = torch::zeros({b, max_len}, torch::kLong);  // [B,L], 0-padded
+  auto masks = torch::zeros({b, max_len}, torch::kFloat);   // [B,L], 1 on tokens
+  auto t = targets.accessor<int64_t, 2>();
+  auto m = masks.accessor<float, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& ids = data.examples()[static_cast<size_t>(examples[static_cast<size_t>(i)])].ids;
+    for (size_t k = 0; k < ids.size(); ++k) {
+      t[i][static_cast<int64_t>(k)] = ids[k];
+      m[i][static_cast<int64_t>(k)] = 1.0f;
+    }
+  }
+  return {targets, masks};
+}
+
 double Trainer::train_epoch(int64_t epoch) {
+  const bool cached = config_.trainer.cache_visual_features;
   auto& data = loader("train");
+  const FeatureCache* cache = cached ? &features("train") : nullptr;
+  std::vector<int64_t> order;  // cached: rows of the cache in this epoch's order, a function of (seed, epoch)
+  const int64_t batch_size = config_.data.batch_size;
   train_mode(*model_);
-  data.start_epoch(epoch);
-  int64_t steps = data.num_batches();
+  int64_t steps = 0;
+  if (cached) {
+    order.resize(cache->example.size());
+    std::iota(order.begin(), order.end(), int64_t{0});
+    std::mt19937_64 rng(config_.trainer.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+    std::shuffle(order.begin(), order.end(), rng);
+    steps = (static_cast<int64_t>(order.size()) + batch_size - 1) / batch_size;
+  } else {
+    data.start_epoch(epoch);
+    steps = data.num_batches();
+  }
   if (config_.trainer.max_steps_per_epoch > 0) steps = std::min(steps, config_.trainer.max_steps_per_epoch);
   const bool tty = config_.trainer.progress && ::isatty(STDERR_FILENO);
   const auto start = std::chrono::steady_clock::now();
   double total = 0.0;
   int64_t step = 0;
   while (step < steps) {
-    auto batch = data.next();
-    if (!batch) break;
-    for (const auto& m : batch->skipped) LOG(WARNING) << m;
-    auto log_probs = model_->forward(batch->images, batch->targets);  // [B,L-1,V+1]
-    auto loss = language_model_loss(log_probs, batch->targets, batch->masks, config_.loss);
+    torch::Tensor log_probs, targets, masks;
+    if (cached) {
+      const auto first = order.begin() + step * batch_size;
+      const auto last = order.begin() + std::min<int64_t>(static_cast<int64_t>(order.size()), (step + 1) * batch_size);
+      const std::vector<int64_t> rows(first, last);
+      std::vector<int64_t> examples;
+      for (int64_t r : rows) examples.push_back(cache->example[static_cast<size_t>(r)]);
+      auto att = cache->att.index_select(0, torch::tensor(rows, torch::kLong));  // [B,V*49,d_vf]
+      std::tie(targets, masks) = targets_for(data, examples);
+      log_probs = model_->encoder_decoder->forward(att, targets);  // [B,L-1,V+1]
+    } else {
+      auto batch = data.next();
+      if (!batch) break;
+      for (const auto& m : batch->skipped) LOG(WARNING) << m;
+      targets = batch->targets;
+      masks = batch->masks;
+      log_probs = model_->forward(batch->images, batch->targets);  // [B,L-1,V+1]
+    }
+    auto loss = language_model_loss(log_probs, targets, masks, config_.loss);
     optimizer_->zero_grad();
     loss.backward();
     clip_gradients(*model_, config_.optim);
@@ -229,10 +311,34 @@ EvalResult Trainer::evaluate(const std::string& split) {
   model_->reset_inference_cache();
   torch::NoGradGuard no_grad;
   const auto decoding = model::decoding_options_from(model_->config());
-  data.start_epoch(0);
   double loss_sum = 0.0;
   int64_t loss_batches = 0;
-  while (auto batch = data.next()) {
+  if (config_.trainer.cache_visual_features) {
+    const FeatureCache& cache = features(split);
+    const int64_t n = cache.att.size(0);
+    const int64_t bs = config_.trainer.eval_batch_size > 0 ? config_.trainer.eval_batch_size : config_.data.batch_size;
+    for (int64_t b0 = 0; b0 < n; b0 += bs) {
+      const int64_t b1 = std::min(n, b0 + bs);
+      auto att = cache.att.slice(0, b0, b1);  // [B,V*49,d_vf]
+      const std::vector<int64_t> examples(cache.example.begin() + b0, cache.example.begin() + b1);
+      auto [targets, masks] = targets_for(data, examples);
+      loss_sum += language_model_loss(model_->encoder_decoder->forward(att, targets), targets, masks).item<double>();
+      ++loss_batches;
+      auto memory = model_->encoder_decoder->encode(att);  // [B,S,d]
+      model::CmnStepModel stepper(*model_->encoder_decoder, memory);
+      auto decoded = model::decode(stepper, decoding);
+      for (size_t i = 0; i < decoded.best.size(); ++i) {
+        const auto& example = data.examples()[static_cast<size_t>(examples[i])];
+        result.ids.push_back(example.id);
+        result.predictions.push_back(tokenizer_.decode(decoded.best[i].ids));
+        result.references.push_back(reference_text(tokenizer_, example.ids));
+      }
+    }
+  }
+  if (!config_.trainer.cache_visual_features) data.start_epoch(0);
+  while (!config_.trainer.cache_visual_features) {
+    auto batch = data.next();
+    if (!batch) break;
     for (const auto& m : batch->skipped) LOG(WARNING) << m;
     auto log_probs = model_->forward(batch->images, batch->targets);
     loss_sum += language_model_loss(log_probs, batch->targets, batch->masks).item<double>();
@@ -251,6 +357,10 @@ EvalResult Trainer::evaluate(const std::string& split) {
     std::vector<metrics::Example> examples;
     for (size_t i = 0; i < result.predictions.size(); ++i) examples.push_back({result.predictions[i], {result.references[i]}});
     result.scores = metrics::evaluate(examples).named();
+    // Clinical efficacy: finding labels of each prediction against those of its reference (issue 8).
+    for (const auto& kv : metrics::clinical_efficacy(result.predictions, result.references).named()) {
+      result.scores.push_back(kv);
+    }
   }
 #else
   // HOOK(metrics): built without train/metrics (cmn_metrics): no BLEU/METEOR/ROUGE/CIDEr; selection on "loss" only.

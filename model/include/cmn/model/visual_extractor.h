@@ -2,6 +2,7 @@
 // ResNet-101 trunk exactly as torchvision's, cut before avgpool/fc (list(model.children())[:-2]), registered
 // as the Sequential "model" so keys read visual_extractor.model.0 (conv1), .1 (bn1), .4-.7 (layer1-layer4).
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
@@ -24,9 +25,25 @@ struct VisualFeatures {
   torch::Tensor fc;   // [B, V*2048] 7x7 average features, views concatenated
 };
 
+// Trunk kinds (ModelConfig::visual_extractor). "resnet101" is R2GenCMN's and the default. "patch_stats" is a
+// fixed, parameter-free feature extractor for fast CPU experiments without pretrained weights (issue 8): it
+// keeps the 7x7 patch grid per view, so everything after the trunk is unchanged, and gives each patch
+// kPatchStatsDim values (d_vf must be set to that):
+//   grey = mean over the 3 normalised channels; each 32x32 patch of a 224x224 view is cut into 4x4 sub-blocks
+//   of 8x8 pixels, and for each sub-block the mean, the max and the standard deviation are taken (48 values:
+//   shading, small dense objects, texture); then the patch's own mean and standard deviation (2) and its row
+//   and column as one-hot codes (7 + 7). The position codes are there because R2GenCMN's encoder adds no
+//   positional encoding to the patches: a ResNet's features carry some position through padding and receptive
+//   fields, a bag of local statistics would carry none, and "right" versus "left" would be unlearnable.
+constexpr const char* kResNet101Trunk = "resnet101";
+constexpr const char* kPatchStatsTrunk = "patch_stats";
+constexpr int64_t kPatchStatsDim = 64;
+
 class VisualExtractorImpl : public torch::nn::Module {
  public:
   VisualExtractorImpl();
+  // `kind`: kResNet101Trunk (as the default constructor) or kPatchStatsTrunk (no parameters, no submodules).
+  explicit VisualExtractorImpl(const std::string& kind);
   // images [N,3,224,224] -> patch_feats [N,49,2048], avg_feats [N,2048] (VisualExtractor.forward)
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& images);
   // A study batch [B,V,3,224,224] -> stacked features, as forward_iu_xray does for 2 views (any V in 1..4).
@@ -50,9 +67,12 @@ class VisualExtractorImpl : public torch::nn::Module {
     bool has_downsample = false;
     FoldedConv down;
   };
+  void build_resnet101();
+  std::pair<torch::Tensor, torch::Tensor> forward_patch_stats(const torch::Tensor& images);
   void build_folded();
   torch::Tensor forward_folded(const torch::Tensor& images);  // [N,3,H,W] -> [N,2048,H/32,W/32]
   torch::Tensor forward_trunk(const torch::Tensor& images);   // same, with the modules (training)
+  std::string kind_ = kResNet101Trunk;
   FoldedConv stem_;
   std::vector<FoldedBlock> folded_;
 };

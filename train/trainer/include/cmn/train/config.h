@@ -40,6 +40,11 @@ struct TrainerConfig {
   std::string init_checkpoint;         // R2GenCMN .pth to start from (weights only)
   std::string pretrained_trunk;        // torchvision resnet101 state_dict file (--visual_extractor_pretrained)
   bool freeze_visual_extractor = false;  // frozen trunk (eval-mode batch norm, no trunk gradients)
+  // Cached features (issue 5/8): run the frozen trunk once per study of each split (evaluation transform, so no
+  // crop/flip augmentation) and train att_embed, memory and encoder-decoder on the cached [V*49, d_vf] patches.
+  // Needs a trunk without trainable parameters (model.visual_extractor: patch_stats) or
+  // freeze_visual_extractor: true. Memory: studies x V x 49 x d_vf floats (ResNet-101: 1.6 MB per 4-view study).
+  bool cache_visual_features = false;
   int threads = 0;                     // torch intra-op threads; 0 = hardware concurrency
   std::vector<std::string> eval_splits = {"val", "test"};  // beam-searched every epoch
   int64_t eval_batch_size = 0;         // 0 = data.batch_size

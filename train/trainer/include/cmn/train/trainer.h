@@ -36,7 +36,8 @@ struct EvalResult {
   std::vector<std::string> predictions;  // beam-search reports (tokenizer.decode)
   std::vector<std::string> references;   // tokenizer.decode(ids[1:]) as R2GenCMN's trainer (cleaned, <unk>, cut)
   double loss = 0.0;                     // teacher-forced loss over the split (eval mode)
-  // BLEU_1..BLEU_4, METEOR, ROUGE_L, CIDEr from cmn_metrics; empty when the build has no metrics library.
+  // BLEU_1..BLEU_4, METEOR, ROUGE_L, CIDEr and the clinical-efficacy scores CE_* (cmn/metrics/labels.h) from
+  // cmn_metrics; empty when the build has no metrics library.
   std::vector<std::pair<std::string, double>> scores;
   double metric(const std::string& name) const;  // "loss" or a score name; NaN when absent
 };
@@ -83,6 +84,14 @@ class Trainer {
 
  private:
   DataLoader& loader(const std::string& split);
+  // trainer.cache_visual_features: the split's trunk features, computed on first use.
+  struct FeatureCache {
+    torch::Tensor att;                 // [N, V*49, d_vf] float32, example order of the split's loader
+    std::vector<int64_t> example;      // row -> index in loader(split).examples() (skipped studies are absent)
+  };
+  const FeatureCache& features(const std::string& split);
+  // [B,L] targets and masks for the given loader examples, padded as the DataLoader pads them.
+  std::pair<torch::Tensor, torch::Tensor> targets_for(const DataLoader& data, const std::vector<int64_t>& examples) const;
   void write_epoch_log(const EpochLog& log);
   void write_plot();
   void write_bundle_dir();
@@ -95,6 +104,7 @@ class Trainer {
   std::unique_ptr<torch::optim::Adam> optimizer_;
   std::unique_ptr<LrScheduler> scheduler_;
   std::map<std::string, std::unique_ptr<DataLoader>> loaders_;
+  std::map<std::string, FeatureCache> feature_caches_;
   int64_t start_epoch_ = 1;
   double monitor_best_ = 0.0;
   int64_t not_improved_ = 0;
