@@ -2,6 +2,7 @@
 //   cmn-pacs --orthanc http://127.0.0.1:8042 --server 127.0.0.1:50051 --state /var/lib/cmn-pacs/state.json
 //            --store dicom --dicom-host 127.0.0.1 --dicom-port 4242 --called-ae ORTHANC --calling-ae CMN
 //   cmn-pacs ... --store stow --stow-url http://127.0.0.1:8042/dicom-web
+//   cmn-pacs ... --bundle bundles/iu_xray --threads 4      (the model in process, no cmn-server)
 // Exit codes: 0 stopped by SIGTERM/SIGINT; 1 bad state file or settings; 2 bad command line.
 #include <pthread.h>
 #include <signal.h>
@@ -32,6 +33,9 @@ int main(int argc, char** argv) {
   app.add_option("--orthanc-password", o.orthanc_password, "Orthanc HTTP basic auth password");
   app.add_option("--server", o.server, "cmn-server gRPC address")->capture_default_str();
   app.add_option("--server-token", o.server_token, "bearer token for cmn-server");
+  app.add_option("--bundle", o.bundle, "run this model bundle inside cmn-pacs instead of calling --server");
+  app.add_option("--threads", o.threads, "--bundle: LibTorch threads (0 = one per core)")->capture_default_str();
+  app.add_option("--sr-uid-root", o.sr.uid_root, "--bundle: UID root of the SR's series/instance (\"\" = 2.25 UUIDs)");
   app.add_option("--deadline-s", o.server_deadline_s, "GenerateReport deadline per study")->capture_default_str();
   app.add_option("--state", o.state_file, "state file (change cursor, reported and pending studies)")
       ->capture_default_str();

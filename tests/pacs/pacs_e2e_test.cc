@@ -276,6 +276,7 @@ class PacsEndToEndTest : public ::testing::Test {
     const grpc::Status status = stub->GenerateReport(&context, request, &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
 
+    EXPECT_FALSE(response.report().empty()) << "an empty report would make the comparison vacuous";
     EXPECT_EQ(sr->text(), response.report()) << "study " << study;
     EXPECT_EQ(sr->study_instance_uid, response.study_instance_uid());
     EXPECT_EQ(sr->completion_flag, "COMPLETE");
@@ -410,6 +411,30 @@ TEST_F(PacsEndToEndTest, StowRsModeStoresTheSrIntoTheStudy) {
   expect_sr_matches_server(study, server_port, {"1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888"});
   pacs_->stop();
   EXPECT_NE(pacs_->err().find("store=stow"), std::string::npos) << pacs_->err();
+}
+
+TEST_F(PacsEndToEndTest, InProcessModeWritesTheSameReportAsTheServer) {
+  ASSERT_TRUE(orthanc_.start()) << read_bytes(dir_->file("orthanc.err"));
+  const int server_port = start_server();  // only to compare with: cmn-pacs does not call it
+  ASSERT_GT(server_port, 0) << (server_ ? server_->err() : "");
+  start_pacs(/*server_port=*/1, {"--bundle", test_bundle(), "--threads", "1"});
+  std::set<std::string> uploaded;
+  std::string study;
+  for (const char* name : {"RG1_J2KI.dcm", "RG1_JLSN.dcm"}) {
+    const std::string bytes = read_bytes(shared_path(std::string("data/dicom/chest/") + name));
+    auto posted = orthanc_.client->Post("/instances", bytes, "application/dicom");
+    ASSERT_TRUE(posted && posted->status == 200);
+    study = json::parse(posted->body).value("ParentStudy", std::string());
+    auto info = preprocessing::read_dicom_info(bytes, name);
+    ASSERT_TRUE(info.ok());
+    uploaded.insert(info->sop_instance_uid);
+  }
+  ASSERT_TRUE(wait_for(std::chrono::seconds(90), [&] { return !orthanc_.sr_instances(study).empty(); }))
+      << diagnostics();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  expect_sr_matches_server(study, server_port, uploaded);
+  pacs_->stop();
+  EXPECT_NE(pacs_->err().find("in_process"), std::string::npos) << pacs_->err();
 }
 
 TEST_F(PacsEndToEndTest, StudyTheServerRefusesIsReportedFailedAtOnce) {

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cmn/v1/report_service.grpc.pb.h"
+#include "in_process.h"
 
 namespace cmn::pacs {
 
@@ -150,6 +151,7 @@ struct PacsLoop::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::ReportService::Stub> stub;
   std::string model_key;  // "<name> <version>" of the server's model, once known
+  std::unique_ptr<InProcessReporter> in_process;  // --bundle: the model runs here
 
   absl::StatusOr<std::string> get(const std::string& path) {
     auto r = orthanc->Get(orthanc_prefix + path);
@@ -191,6 +193,11 @@ absl::Status PacsLoop::init() {
   impl_->orthanc->set_connection_timeout(10, 0);
   impl_->orthanc->set_read_timeout(60, 0);
   if (!options_.orthanc_user.empty()) impl_->orthanc->set_basic_auth(options_.orthanc_user, options_.orthanc_password);
+  if (!options_.bundle.empty()) {
+    auto reporter = InProcessReporter::load(options_.bundle, options_.threads, options_.sr);
+    if (!reporter.ok()) return reporter.status();
+    impl_->in_process = std::move(*reporter);
+  }
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(-1);
   args.SetMaxReceiveMessageSize(-1);
@@ -207,6 +214,7 @@ absl::Status PacsLoop::init() {
 
 absl::Status PacsLoop::process_study(const std::string& orthanc_id, PassResult* result) {
   // 1. The model the server runs (its version is half of the idempotency key).
+  if (impl_->in_process) impl_->model_key = impl_->in_process->model_key();
   if (impl_->model_key.empty()) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
@@ -259,28 +267,44 @@ absl::Status PacsLoop::process_study(const std::string& orthanc_id, PassResult* 
   }
   if (request.instances_size() == 0) return absl::FailedPreconditionError("the study has no instances");
 
-  // 3. The report and its SR.
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::milliseconds(static_cast<int64_t>(options_.server_deadline_s * 1000)));
-  impl_->add_auth(&context, options_);
-  v1::GenerateReportResponse response;
-  const grpc::Status s = impl_->stub->GenerateReport(&context, request, &response);
-  if (!s.ok()) {
-    const auto code = static_cast<absl::StatusCode>(s.error_code());
-    return absl::Status(code, absl::StrCat("cmn-server GenerateReport: ", s.error_message()));
+  // 3. The report and its SR: from cmn-server, or from the model in this process.
+  const int instance_count = request.instances_size();
+  std::string sr_bytes;
+  int slots = 0;
+  if (impl_->in_process) {
+    std::vector<std::string> bytes;
+    for (auto& instance : *request.mutable_instances()) bytes.push_back(std::move(*instance.mutable_data()));
+    auto report = impl_->in_process->report(bytes);
+    if (!report.ok()) {
+      return absl::Status(report.status().code(), absl::StrCat("in-process report: ", report.status().message()));
+    }
+    sr_bytes = std::move(report->dicom_sr);
+    slots = report->slots;
+  } else {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(static_cast<int64_t>(options_.server_deadline_s * 1000)));
+    impl_->add_auth(&context, options_);
+    v1::GenerateReportResponse response;
+    const grpc::Status s = impl_->stub->GenerateReport(&context, request, &response);
+    if (!s.ok()) {
+      const auto code = static_cast<absl::StatusCode>(s.error_code());
+      return absl::Status(code, absl::StrCat("cmn-server GenerateReport: ", s.error_message()));
+    }
+    if (response.dicom_sr().empty()) return absl::InternalError("cmn-server returned no DICOM SR");
+    sr_bytes = std::move(*response.mutable_dicom_sr());
+    slots = response.slots_size();
   }
-  if (response.dicom_sr().empty()) return absl::InternalError("cmn-server returned no DICOM SR");
 
   // 4. Back into the study.
-  const absl::Status stored = options_.store == "stow"
-                                  ? pipeline::stow_rs(response.dicom_sr(), options_.stow, options_.store_retry)
-                                  : pipeline::c_store(response.dicom_sr(), options_.dicom, options_.store_retry);
+  const absl::Status stored = options_.store == "stow" ? pipeline::stow_rs(sr_bytes, options_.stow, options_.store_retry)
+                                                       : pipeline::c_store(sr_bytes, options_.dicom, options_.store_retry);
   if (!stored.ok()) return stored;
   state_.done.insert(key);
   ++result->reported;
-  LOG(INFO) << "cmn-pacs: reported " << orthanc_id << " " << name << " instances=" << request.instances_size()
-            << " slots=" << response.slots_size() << " model=\"" << impl_->model_key << "\" store=" << options_.store;
+  LOG(INFO) << "cmn-pacs: reported " << orthanc_id << " " << name << " instances=" << instance_count
+            << " slots=" << slots << " model=\"" << impl_->model_key << "\" store=" << options_.store
+            << (impl_->in_process ? " in_process" : "");
   return absl::OkStatus();
 }
 

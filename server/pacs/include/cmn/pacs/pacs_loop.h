@@ -31,6 +31,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cmn/pipeline/dicom_send.h"
+#include "cmn/pipeline/dicom_sr.h"
 
 namespace cmn::pacs {
 
@@ -38,6 +39,11 @@ struct PacsOptions {
   std::string orthanc_url = "http://127.0.0.1:8042";  // Orthanc REST base URL (http only)
   std::string orthanc_user, orthanc_password;          // HTTP basic auth for Orthanc, when user is not empty
   std::string server = "127.0.0.1:50051";              // cmn-server gRPC address (plaintext)
+  // Instead of a cmn-server: run this model bundle inside cmn-pacs (same pipeline, same report), with `threads`
+  // LibTorch threads (0 = one per core) and `sr` for the SR's UID root / series description.
+  std::string bundle;
+  int threads = 0;
+  pipeline::SrOptions sr;
   std::string server_token;                            // bearer token for cmn-server, when not empty
   double server_deadline_s = 300;                      // GenerateReport deadline per study
   std::string state_file = "cmn-pacs-state.json";      // cursor, done keys, pending and failed studies

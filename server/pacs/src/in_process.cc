@@ -1,0 +1,97 @@
+#include "in_process.h"
+
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cmn/model/runtime.h"
+#include "cmn/pipeline/bundle.h"
+#include "cmn/pipeline/report_generator.h"
+#include "cmn/preprocessing/dicom.h"
+
+namespace cmn::pacs {
+
+namespace {
+
+// The report's words split after each "." token, as cmn-server's response.sentences (server::split_sentences).
+std::vector<std::string> sentences_of(const std::string& report) {
+  std::vector<std::string> sentences, current;
+  std::istringstream words(report);
+  for (std::string w; words >> w;) {
+    current.push_back(w);
+    if (w == ".") {
+      sentences.push_back(absl::StrJoin(current, " "));
+      current.clear();
+    }
+  }
+  if (!current.empty()) sentences.push_back(absl::StrJoin(current, " "));
+  return sentences;
+}
+
+class Reporter : public InProcessReporter {
+ public:
+  Reporter(pipeline::LoadedBundle bundle, const pipeline::SrOptions& sr)
+      : info_(bundle.info),
+        generator_(std::move(bundle.model), std::move(bundle.tokenizer),
+                   pipeline::ModelIdentity{bundle.info.name, bundle.info.version, bundle.info.digest,
+                                           bundle.info.untrained}),
+        sr_(sr) {
+    key_ = info_.version.empty() ? info_.name : absl::StrCat(info_.name, " ", info_.version);
+    sr_.model_name = info_.name;
+    sr_.model_version = info_.version;
+    sr_.untrained = info_.untrained;
+    study_.views = info_.config.effective_views();
+    study_.allowed_modalities = info_.allowed_modalities;
+    study_.image = info_.image;
+    options_.decoding = model::decoding_options_from(info_.config);
+    options_.image = info_.image;
+    options_.batch_size = 1;
+  }
+  const std::string& model_key() const override { return key_; }
+
+  absl::StatusOr<InProcessReport> report(const std::vector<std::string>& instances) override {
+    std::vector<preprocessing::InstanceInput> inputs;
+    for (size_t i = 0; i < instances.size(); ++i) inputs.push_back({absl::StrCat("instance[", i, "]"), instances[i]});
+    auto study = preprocessing::assemble_study(inputs, study_);
+    if (!study.ok()) return study.status();
+    auto results = generator_.generate_images({study->images}, options_);
+    if (results.size() != 1) return absl::InternalError("the generator returned no result");
+    if (!results[0].ok()) return results[0].status();
+    std::vector<std::string> sources;
+    for (const auto& slot : study->slots) {
+      int index = -1;
+      if (std::sscanf(slot.instance.source.c_str(), "instance[%d]", &index) != 1 || index < 0 ||
+          static_cast<size_t>(index) >= instances.size()) {
+        return absl::InternalError("a view slot names no instance");
+      }
+      sources.push_back(instances[static_cast<size_t>(index)]);
+    }
+    InProcessReport out;
+    out.report = results[0]->report;
+    out.slots = static_cast<int>(study->slots.size());
+    auto sr = pipeline::write_report_sr(sources, sentences_of(out.report), sr_);
+    if (!sr.ok()) return sr.status();
+    out.dicom_sr = std::move(*sr);
+    return out;
+  }
+
+ private:
+  pipeline::BundleInfo info_;
+  pipeline::ReportGenerator generator_;
+  pipeline::SrOptions sr_;
+  std::string key_;
+  preprocessing::StudyOptions study_;
+  pipeline::GeneratorOptions options_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<InProcessReporter>> InProcessReporter::load(const std::string& bundle_dir, int threads,
+                                                                           const pipeline::SrOptions& sr) {
+  if (threads > 0) model::set_threads(threads);
+  auto bundle = pipeline::load_bundle(bundle_dir);
+  if (!bundle.ok()) return bundle.status();
+  return std::unique_ptr<InProcessReporter>(new Reporter(std::move(*bundle), sr));
+}
+
+}  // namespace cmn::pacs
