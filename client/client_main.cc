@@ -3,8 +3,9 @@
 //   cmn-client --server localhost:50051 study_folder/
 //   cmn-client --server host:443 --tls --ca ca.pem --token-file token.txt --json a.dcm b.dcm
 //   cmn-client --server localhost:50051 --info
+//   cmn-client --server localhost:50051 --health [--service cmn.v1.ReportService]   (probes, HEALTHCHECK)
 //
-// Exit codes: 0 report printed (or --info); 1 the input could not be read; 2 bad command line;
+// Exit codes: 0 report printed (or --info, or --health and SERVING); 1 the input could not be read; 2 bad command line;
 // 10 + the gRPC status code otherwise (13 INVALID_ARGUMENT, 14 DEADLINE_EXCEEDED, 18 RESOURCE_EXHAUSTED,
 // 19 FAILED_PRECONDITION, 22 UNIMPLEMENTED, 24 UNAVAILABLE, 26 UNAUTHENTICATED, ...).
 #include <algorithm>
@@ -21,12 +22,14 @@
 #include <grpcpp/grpcpp.h>
 
 #include "cmn/v1/report_service.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
 constexpr int kExitInput = 1;
+constexpr int kExitNotServing = 3;
 constexpr int kExitStatusBase = 10;
 
 bool read_file(const std::string& path, std::string* out) {
@@ -76,6 +79,8 @@ int main(int argc, char** argv) {
   CLI::App app{"cmn-client: send a study's DICOM files to a cmn-server and print the report"};
   std::string server = "localhost:50051";
   std::vector<std::string> paths;
+  bool health = false;
+  std::string health_service;
   bool tls = false, info = false, as_json = false, stream = false, require_trained = false, token_scores = false;
   std::string ca_file, cert_file, key_file, token, token_file, target_name_override, method, request_id;
   double deadline_s = 120;
@@ -83,6 +88,8 @@ int main(int argc, char** argv) {
   app.add_option("--server", server, "host:port of the cmn-server")->capture_default_str();
   app.add_option("paths", paths, "DICOM files or folders (searched recursively) of one study");
   app.add_flag("--info", info, "print the server's model and limits (GetModelInfo) instead");
+  app.add_flag("--health", health, "grpc.health.v1 Check: print the status; exit 0 if SERVING, 3 if not");
+  app.add_option("--service", health_service, "--health: the service to ask about (\"\" = the whole server)");
   app.add_flag("--tls", tls, "use TLS (implied by --ca/--cert)");
   app.add_option("--ca", ca_file, "PEM CA bundle to verify the server with (default: system roots)");
   app.add_option("--cert", cert_file, "PEM client certificate (mutual TLS)");
@@ -104,8 +111,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  if (!info && paths.empty()) {
-    std::cerr << "cmn-client: give DICOM files or folders (or --info)\n";
+  if (!info && !health && paths.empty()) {
+    std::cerr << "cmn-client: give DICOM files or folders (or --info, --health)\n";
     return 2;
   }
   if (!token_file.empty()) {
@@ -140,6 +147,15 @@ int main(int argc, char** argv) {
                        std::chrono::milliseconds(static_cast<int64_t>(deadline_s * 1000)));
   if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
 
+  if (health) {
+    grpc::health::v1::HealthCheckRequest check;
+    check.set_service(health_service);
+    grpc::health::v1::HealthCheckResponse reply;
+    const grpc::Status status = grpc::health::v1::Health::NewStub(channel)->Check(&context, check, &reply);
+    if (!status.ok()) return fail(status);
+    std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(reply.status()) << "\n";
+    return reply.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : kExitNotServing;
+  }
   if (info) {
     cmn::v1::ModelInfo model;
     const grpc::Status status = stub->GetModelInfo(&context, cmn::v1::GetModelInfoRequest(), &model);

@@ -251,9 +251,16 @@ TEST(ClientProcessTest, PrintsTheReportAndExitsByGrpcStatus) {
   EXPECT_NE(out.find("cmn-untrained-test"), std::string::npos) << out;
   EXPECT_EQ(run({kClientBin, "--server", s.address(), dir.file("missing.dcm")}, dir, &out, &err), 1) << err;
   EXPECT_EQ(run({kClientBin, "--server", s.address()}, dir, &out, &err), 2) << err;
+  // --health is the container's HEALTHCHECK: the standard grpc.health.v1 Check.
+  EXPECT_EQ(run({kClientBin, "--server", s.address(), "--health", "--service", "cmn.v1.ReportService"}, dir, &out, &err),
+            0) << err;
+  EXPECT_EQ(out, "SERVING\n");
+  EXPECT_EQ(run({kClientBin, "--server", s.address(), "--health", "--service", "no.such.Service"}, dir, &out, &err),
+            10 + static_cast<int>(grpc::StatusCode::NOT_FOUND)) << err;
   const std::string address = s.address();
   s.server->shutdown(std::chrono::milliseconds(0));
   EXPECT_EQ(run({kClientBin, "--server", address, "--deadline-s", "5", study}, dir, &out, &err), 24) << err;
+  EXPECT_EQ(run({kClientBin, "--server", address, "--deadline-s", "5", "--health"}, dir, &out, &err), 24) << err;
 }
 
 TEST(PythonClientTest, IndependentGrpcioClientGetsAReport) {
