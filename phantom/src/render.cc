@@ -421,7 +421,7 @@ cv::Mat render_lateral(const StudySpec& spec, const Canvas& c, std::mt19937_64& 
 }  // namespace
 
 const char* view_position(int view) {
-  static const char* kNames[kViews] = {"PA", "AP", "LL", "RL"};
+  static const char* kNames[kViews] = {"PA", "LL", "AP", "RL"};
   return view >= 0 && view < kViews ? kNames[view] : "";
 }
 
@@ -510,10 +510,11 @@ RenderedStudy render_study(const StudySpec& spec, const RenderOptions& options) 
   out.thorax_mask = pa.thorax_mask;
   out.measured_ctr = cardiothoracic_ratio(pa.heart_mask, pa.thorax_mask);
   out.views[0] = {finish(pa.image, spec, 1.0, rng), view_position(0)};
+  // Drawn in the order PA, AP, LL, RL (the random stream follows it), stored in slot order PA, LL, AP, RL.
   Frontal ap = render_frontal(spec, c, /*ap=*/true, rng);
-  out.views[1] = {finish(ap.image, spec, uniform(rng, 0.9, 1.1), rng), view_position(1)};
+  out.views[2] = {finish(ap.image, spec, uniform(rng, 0.9, 1.1), rng), view_position(2)};
   cv::Mat ll = render_lateral(spec, c, rng);
-  out.views[2] = {finish(ll, spec, uniform(rng, 0.9, 1.1), rng), view_position(2)};
+  out.views[1] = {finish(ll, spec, uniform(rng, 0.9, 1.1), rng), view_position(1)};
   cv::Mat rl = render_lateral(spec, c, rng);
   cv::flip(rl, rl, 1);
   out.views[3] = {finish(rl, spec, uniform(rng, 0.9, 1.1), rng), view_position(3)};

@@ -3,7 +3,8 @@
 // studies (what cmn-generate / cmn-server read), and a manifest with the ground truth of every study.
 //
 // Layout under the output directory:
-//   images/<id>/0.png .. 3.png      views in slot order PA, AP, LL, RL (8-bit grey)
+//   images/<id>/0.png .. 3.png      views in slot order PA, LL, AP, RL (8-bit grey), as select_views fills
+//                                   a 4-view model's slots from the DICOM study (frontal, paired lateral, ...)
 //   dicom/<id>/0.dcm .. 3.dcm       the same views as CR or DX instances (with --dicom)
 //   annotation.json                 {"train": [...], "val": [...], "test": [...]}, R2Gen entries
 //                                   {"id", "report", "image_path": ["<id>/0.png", ...], "split"}

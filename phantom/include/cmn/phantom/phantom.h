@@ -1,8 +1,8 @@
 #pragma once
 // Procedural 4-view chest radiograph phantoms with known findings, and reports that state them (issue 8).
 //
-// A study is drawn from a seed (StudySpec), rendered into four views (PA, AP, left lateral, right lateral: the
-// order cmn's DICOM view selection fills a 4-view model's slots), and described by a findings-section report
+// A study is drawn from a seed (StudySpec), rendered into four views (PA, left lateral, AP, right lateral: the
+// order cmn's DICOM view selection fills a 4-view model's slots with them), and described by a findings-section report
 // built from the project's own sentence templates, or from real report sentences picked by the label
 // extractor (cmn/metrics/labels.h). Everything is a function of the seed: same seed, same pixels, same words.
 //
@@ -36,7 +36,7 @@ using metrics::kNumFindings;
 
 constexpr int kViews = 4;
 // DICOM View Position (0018,5101) of each view slot.
-const char* view_position(int view);  // "PA", "AP", "LL", "RL"
+const char* view_position(int view);  // "PA", "LL", "AP", "RL"
 
 enum class Side : int { kRight = 0, kLeft = 1, kBilateral = 2 };  // patient's side
 const char* side_name(Side side);                                  // "right", "left", "bilateral"
