@@ -32,9 +32,9 @@ struct VisualFeatures {
 //   grey = mean over the 3 normalised channels; each 32x32 patch of a 224x224 view is cut into 4x4 sub-blocks
 //   of 8x8 pixels, and for each sub-block the mean, the max and the standard deviation are taken (48 values:
 //   shading, small dense objects, texture); then the patch's own mean and standard deviation (2) and its row
-//   and column as one-hot codes (7 + 7). The position codes are there because R2GenCMN's encoder adds no
-//   positional encoding to the patches: a ResNet's features carry some position through padding and receptive
-//   fields, a bag of local statistics would carry none, and "right" versus "left" would be unlearnable.
+//   and column as one-hot codes (7 + 7). R2GenCMN adds a sinusoidal position to the patch sequence (src_embed),
+//   but only after att_embed; the codes put the row and column into the features themselves, as a ResNet's
+//   padding and receptive fields partly do, so that "right" and "left" are a linear read-out of one patch.
 constexpr const char* kResNet101Trunk = "resnet101";
 constexpr const char* kPatchStatsTrunk = "patch_stats";
 constexpr int64_t kPatchStatsDim = 64;
