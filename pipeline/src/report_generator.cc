@@ -21,12 +21,10 @@ ReportGenerator::ReportGenerator(model::R2GenCMN model, model::Tokenizer tokeniz
   model_->eval();
 }
 
-namespace {
-
 // Re-runs the decoder over the chosen ids of each study (one row per study) with the cross-attention kept,
 // and returns per study [layers, T_s, S] (heads averaged). The steps are the decoding pass's own
 // computation for that hypothesis: same memory, same prefixes, same incremental decoder.
-std::vector<torch::Tensor> replay_attention(model::BaseCMNImpl& model, const torch::Tensor& memory,
+std::vector<torch::Tensor> replay_token_attention(model::BaseCMNImpl& model, const torch::Tensor& memory,
                                             const std::vector<std::vector<int64_t>>& ids) {
   const int64_t b = static_cast<int64_t>(ids.size());
   size_t longest = 0;
@@ -54,7 +52,21 @@ std::vector<torch::Tensor> replay_attention(model::BaseCMNImpl& model, const tor
   return out;
 }
 
-}  // namespace
+absl::StatusOr<std::vector<torch::Tensor>> capture_token_attention(model::R2GenCMN& model, const torch::Tensor& images,
+                                                                   const std::vector<std::vector<int64_t>>& token_ids) {
+  if (images.dim() != 5 || images.size(0) != static_cast<int64_t>(token_ids.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("capture_token_attention: images ", c10::str(images.sizes()),
+                                                   " for ", token_ids.size(), " token sequences"));
+  }
+  try {
+    c10::InferenceMode guard;
+    auto feats = model->extract(images);                                  // att [B,V*49,2048]
+    auto memory = model->encoder_decoder->encode(feats.att);              // [B,S,d]
+    return replay_token_attention(*model->encoder_decoder, memory, token_ids);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("attention capture failed: ", e.msg()));
+  }
+}
 
 absl::StatusOr<std::vector<StudyReport>> ReportGenerator::generate_tensor(const torch::Tensor& images,
                                                                           const model::DecodingOptions& decoding,
@@ -90,7 +102,7 @@ absl::StatusOr<std::vector<StudyReport>> ReportGenerator::generate_tensor(const 
         chosen.push_back(h.ids);
         if (!chosen.back().empty() && chosen.back().back() == 0) chosen.back().pop_back();
       }
-      attention_maps = replay_attention(*model_->encoder_decoder, memory, chosen);
+      attention_maps = replay_token_attention(*model_->encoder_decoder, memory, chosen);
     }
 
     std::vector<StudyReport> out;

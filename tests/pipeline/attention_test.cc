@@ -77,8 +77,12 @@ TEST(AttentionMaps, CaptureIsTheDecodingPassAndChangesNothing) {
     std::vector<int64_t> seq = {0};
     seq.insert(seq.end(), with[s]->token_ids.begin(), with[s]->token_ids.end());
     seq.push_back(0);
-    torch::NoGradGuard no_grad;
     auto& model = const_cast<cmn::model::R2GenCMN&>(generator.model());
+    // The server's path (its engine decoded the study): the same numbers from images and ids alone.
+    auto captured = cmn::pipeline::capture_token_attention(model, images, {with[s]->token_ids});
+    ASSERT_TRUE(captured.ok()) << captured.status();
+    EXPECT_TRUE(torch::allclose((*captured)[0], att, 1e-5, 1e-6));
+    torch::NoGradGuard no_grad;
     auto att_feats = model->extract(images).att;                           // [1,196,2048]
     model->encoder_decoder->forward(att_feats, torch::tensor(seq).unsqueeze(0));
     for (int64_t l = 0; l < 3; ++l) {

@@ -85,4 +85,19 @@ class ReportGenerator {
   ModelIdentity identity_;
 };
 
+// The decoder's cross-attention for given token sequences, as StudyReport::token_attention: runs the
+// incremental decoder once over each study's ids (one row per study, without the final eos) with the
+// cross-attention kept, over `memory` [B,S,d] -> per study [layers, T_s, S] (heads averaged; undefined when
+// T_s = 0). These are the decoding pass's own numbers for that hypothesis (same memory, same prefixes).
+// Throws c10::Error on shape errors (a seam function below catches them).
+std::vector<torch::Tensor> replay_token_attention(model::BaseCMNImpl& model, const torch::Tensor& memory,
+                                                  const std::vector<std::vector<int64_t>>& token_ids);
+
+// For a server whose own engine decoded the study: images [B,V,3,H,W] (model inputs) and each study's
+// generated ids -> per study [layers, T, V*49]. Recomputes the visual features and encoder memory (the
+// engine does not keep them), so it costs about one more encode plus a one-row decode; call it where the
+// model's other calls are serialised (the encoder records last_attention in eval mode).
+absl::StatusOr<std::vector<torch::Tensor>> capture_token_attention(model::R2GenCMN& model, const torch::Tensor& images,
+                                                                   const std::vector<std::vector<int64_t>>& token_ids);
+
 }  // namespace cmn::pipeline
