@@ -37,6 +37,7 @@
 #include "cmn/pipeline/annotation.h"
 #include "cmn/pipeline/batch.h"
 #include "cmn/pipeline/bundle.h"
+#include "cmn/pipeline/dicom_sr.h"
 #include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
 
@@ -204,8 +205,64 @@ struct ArchiveRequest {
   bool sharded = false;
   bool fail_on_error = false;
   bool read_ahead = true;
-  std::string progress, attention_dir, summary_path;
+  std::string progress, attention_dir, summary_path, sr_dir;
 };
+
+// The report's sentences as the SR wants them: words up to and including each "." (joined: the report).
+std::vector<std::string> report_sentences(const std::string& report) {
+  std::vector<std::string> sentences;
+  std::string current;
+  std::istringstream words(report);
+  std::string w;
+  while (words >> w) {
+    current += (current.empty() ? "" : " ") + w;
+    if (w == ".") {
+      sentences.push_back(current);
+      current.clear();
+    }
+  }
+  if (!current.empty()) sentences.push_back(current);
+  return sentences;
+}
+
+// --sr-dir: the study's DICOM SR (cmn/pipeline/dicom_sr.h) from its line's report and slot instances,
+// written atomically as DIR/<key>.dcm before the line is appended (so a line in the output means its SR
+// exists). Adds "sr_file", or "sr_error" (the study itself still counts as reported).
+void add_sr(const std::string& sr_dir, const ModelIdentity& id, nlohmann::json& line) {
+  if (!line.contains("report") || !line.contains("instances")) return;  // failed or not a DICOM study
+  std::vector<std::string> sources;
+  std::set<std::string> seen;
+  for (const auto& slot : line["instances"]) {
+    const std::string path = slot.at("source").get<std::string>();
+    if (!seen.insert(path).second) continue;
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    if (!in) {
+      line["sr_error"] = "cannot read '" + path + "' again for the SR evidence";
+      return;
+    }
+    sources.push_back(bytes.str());
+  }
+  cmn::pipeline::SrOptions options;
+  options.model_name = id.name;
+  options.model_version = id.version;
+  options.untrained = id.untrained;
+  auto sr = cmn::pipeline::write_report_sr(sources, report_sentences(line["report"].get<std::string>()), options);
+  if (!sr.ok()) {
+    line["sr_error"] = std::string(sr.status().message());
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(sr_dir, ec);
+  const std::string path =
+      (std::filesystem::path(sr_dir) / (cmn::pipeline::safe_file_name(line["id"].get<std::string>()) + ".dcm")).string();
+  if (!write_file_atomically(path, *sr)) {
+    line["sr_error"] = "cannot write '" + path + "'";
+    return;
+  }
+  line["sr_file"] = path;
+}
 
 // --dicom / --manifest / --split: list studies, keep this shard's, skip those already in --output, run the
 // rest appending one synced line each, then print (and --summary) the summary, with scores for --split.
@@ -304,7 +361,13 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
   batch.attention_dir = req.attention_dir;
   batch.progress = req.progress;
   std::vector<std::string> new_lines;
-  auto emit = [&](const std::string& line) -> absl::Status {
+  auto emit = [&](const std::string& text) -> absl::Status {
+    std::string line = text;
+    if (!req.sr_dir.empty()) {
+      auto j = nlohmann::json::parse(text);
+      add_sr(req.sr_dir, generator.identity(), j);
+      line = j.dump();
+    }
     if (!references.empty()) new_lines.push_back(line);
     if (appender) return appender->append(line);
     std::cout << line << "\n" << std::flush;
@@ -341,7 +404,7 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
 int main(int argc, char** argv) {
   CLI::App app{"cmn-generate: write draft chest X-ray reports for studies given as image or DICOM files (in process)"};
   std::string checkpoint, args_json, annotation, bundle_dir, output, manifest, split, image_root, shard_text;
-  std::string attention_dir, summary_path, progress = "auto";
+  std::string attention_dir, summary_path, sr_dir, progress = "auto";
   std::vector<std::string> images, dicom_paths;
   std::vector<std::string> modalities = cmn::preprocessing::StudyOptions{}.allowed_modalities;
   std::optional<int64_t> beam_size, max_length;
@@ -397,6 +460,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "always", "never"}));
   app.add_option("--attention-dir", attention_dir,
                  "write per-sentence cross-attention PNGs (each layer and view) into DIR/<study key>/");
+  app.add_option("--sr-dir", sr_dir,
+                 "DICOM studies: also write each report as a DICOM SR (TID 2000, UNVERIFIED) DIR/<study key>.dcm");
   app.add_option("--summary", summary_path, "also write the run's summary JSON (and scores) here");
 
   // `cmn-generate merge --output all.jsonl shard-*.jsonl`
@@ -437,8 +502,8 @@ int main(int argc, char** argv) {
     std::cerr << "cmn-generate: --annotation with --bundle is only for --split (the bundle has its vocabulary)\n";
     return 2;
   }
-  if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || overwrite)) {
-    std::cerr << "cmn-generate: --shard, --attention-dir and --overwrite go with --dicom, --manifest or --split\n";
+  if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || !sr_dir.empty() || overwrite)) {
+    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir and --overwrite go with --dicom, --manifest or --split\n";
     return 2;
   }
   cmn::pipeline::Shard shard;
@@ -485,7 +550,7 @@ int main(int argc, char** argv) {
     return run_archive(*generator, options, ArchiveRequest{dicom_paths, manifest, annotation, split, image_root, modalities,
                                                            output, overwrite, shard, !shard_text.empty(),
                                                            fail_on_error, !no_read_ahead, progress, attention_dir,
-                                                           summary_path});
+                                                           summary_path, sr_dir});
   }
 
   std::ostringstream lines;

@@ -101,16 +101,6 @@ absl::Status write_atomically(const std::string& path, const std::string& bytes)
   return absl::OkStatus();
 }
 
-// A key as a folder name: anything but [A-Za-z0-9._-] becomes '_' (UIDs and IU ids pass unchanged).
-std::string safe_name(const std::string& key) {
-  std::string out = key;
-  for (char& c : out) {
-    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) c = '_';
-  }
-  if (out.empty() || out == "." || out == "..") out = "_" + out;
-  return out;
-}
-
 nlohmann::json model_json(const ModelIdentity& id) {
   return {{"name", id.name}, {"version", id.version}, {"digest", id.digest}, {"untrained", id.untrained}};
 }
@@ -524,6 +514,15 @@ absl::Status JsonlAppender::append(const std::string& line) {
   return absl::OkStatus();
 }
 
+std::string safe_file_name(const std::string& key) {
+  std::string out = key;
+  for (char& c : out) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) c = '_';
+  }
+  if (out.empty() || out == "." || out == "..") out = "_" + out;
+  return out;
+}
+
 std::string keys_file_for(const std::string& output) { return output + ".keys.json"; }
 
 absl::Status write_keys_file(const std::string& output, const Shard& shard, const std::vector<std::string>& keys) {
@@ -600,7 +599,7 @@ absl::StatusOr<BatchSummary> run_batch(ReportGenerator& generator, const std::ve
                            {"visual_s", r->times.visual_s}, {"encode_s", r->times.encode_s},
                            {"decode_s", r->times.decode_s}};
       if (gen.attention) {
-        const std::string dir = (fs::path(options.attention_dir) / safe_name(studies[index + decoded[k]].key)).string();
+        const std::string dir = (fs::path(options.attention_dir) / safe_file_name(studies[index + decoded[k]].key)).string();
         auto maps = sentence_attention_maps(*r, generator.tokenizer(), options.study.views);
         absl::Status written = maps.ok() ? write_attention_maps(dir, *maps, images[k], gen.image) : maps.status();
         if (written.ok()) {

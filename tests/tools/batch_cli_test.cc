@@ -348,3 +348,37 @@ TEST(CmnGenerateBatch, AttentionDirHoldsOnePngPerSentenceLayerAndView) {
 }
 
 }  // namespace
+
+namespace {
+
+// --sr-dir: each reported DICOM study also as a DICOM SR in its own study, written before its line.
+TEST(CmnGenerateBatch, SrDirHoldsOneSrPerReportedDicomStudy) {
+  const fs::path root = temp("cmn_batch_sr_tree");
+  const auto uids = make_tree(root, 2);
+  const fs::path sr_dir = temp("cmn_batch_sr_out");
+  fs::remove_all(sr_dir);
+  const auto r = run(std::string(CMN_GENERATE_BIN) + " --bundle " + untrained_bundle() + " --dicom " + root.string() +
+                     " --sr-dir " + sr_dir.string() + quick());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = json_lines(r.out);
+  ASSERT_EQ(lines.size(), 2u);
+  for (const auto& l : lines) {
+    ASSERT_TRUE(l.contains("sr_file")) << l;
+    const std::string path = l.at("sr_file").get<std::string>();
+    EXPECT_EQ(fs::path(path).filename().string(), l.at("id").get<std::string>() + ".dcm");
+    DcmFileFormat sr;
+    ASSERT_TRUE(sr.loadFile(path.c_str()).good()) << path;
+    OFString study, modality, flag;
+    sr.getDataset()->findAndGetOFString(DCM_StudyInstanceUID, study);
+    sr.getDataset()->findAndGetOFString(DCM_Modality, modality);
+    sr.getDataset()->findAndGetOFString(DCM_VerificationFlag, flag);
+    EXPECT_EQ(std::string(study.c_str()), l.at("id").get<std::string>());
+    EXPECT_EQ(std::string(modality.c_str()), "SR");
+    EXPECT_EQ(std::string(flag.c_str()), "UNVERIFIED");
+  }
+  const auto usage = run(std::string(CMN_GENERATE_BIN) + " --bundle " + untrained_bundle() + " --images " +
+                         shared("parity/dev/images/study0_view0.png") + " --sr-dir " + sr_dir.string());
+  EXPECT_EQ(usage.exit_code, 2) << usage.err;
+}
+
+}  // namespace

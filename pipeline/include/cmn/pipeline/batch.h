@@ -106,6 +106,10 @@ class JsonlAppender {
 std::string keys_file_for(const std::string& output);
 absl::Status write_keys_file(const std::string& output, const Shard& shard, const std::vector<std::string>& keys);
 
+// A study key as a file or folder name: anything but [A-Za-z0-9._-] becomes '_' (UIDs and IU ids pass
+// unchanged). Used for --attention-dir and --sr-dir.
+std::string safe_file_name(const std::string& key);
+
 // ---- the run --------------------------------------------------------------------------------------------
 
 struct BatchOptions {
