@@ -226,7 +226,11 @@ TEST(TrainEvalParityTest, TestRunOnDevStudiesWritesTheReferenceBeamReports) {
   EXPECT_EQ(result.predictions[1], expected["beam_reports"][1].get<std::string>());
   EXPECT_TRUE(std::isfinite(result.loss));
 #ifdef CMN_HAVE_METRICS
-  EXPECT_EQ(result.scores.size(), 7u);
+  // The 7 pycocoevalcap scores first, then the clinical-efficacy scores (CE_*) of the label extractor.
+  ASSERT_GT(result.scores.size(), 7u);
+  const char* kNlg[] = {"BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr"};
+  for (size_t i = 0; i < 7; ++i) EXPECT_EQ(result.scores[i].first, kNlg[i]);
+  for (size_t i = 7; i < result.scores.size(); ++i) EXPECT_EQ(result.scores[i].first.rfind("CE_", 0), 0u);
   EXPECT_GT(result.metric("BLEU_1"), 0.0);
 #endif
 }
