@@ -76,6 +76,7 @@ MemoryKeysValues MultiThreadMemoryImpl::project_memory(const torch::Tensor& memo
 }
 
 torch::Tensor MultiThreadMemoryImpl::forward(const torch::Tensor& query, const MemoryKeysValues& memory) {
+  if (path_ == QueryPath::kReferenceExpand) return forward_reference(query, memory);
   const int64_t batch = query.size(0), steps = query.size(1), rows = batch * steps;
   const int64_t slots = memory.keys.size(1);
   // All (study, token) rows of one head form one matrix: one bmm per head instead of the reference's
@@ -99,6 +100,30 @@ torch::Tensor MultiThreadMemoryImpl::forward(const torch::Tensor& query, const M
   }
   auto x = torch::matmul(p.unsqueeze(2), selected).squeeze(2);                         // [h,BT,dk]
   x = x.transpose(0, 1).contiguous().view({batch, steps, heads_ * d_k_});              // [B,T,d]
+  return linears.out(x);
+}
+
+// modules/base_cmn.py, MultiThreadMemory.forward + memory_querying_responding, step for step. The only
+// liberty: the reference projects memory_matrix.expand(B, M, d) through linears.1/.2 once per study; here the
+// shared [h,M,dk] projection is expanded instead (a view: same values, same summed gradient).
+torch::Tensor MultiThreadMemoryImpl::forward_reference(const torch::Tensor& query, const MemoryKeysValues& memory) {
+  const int64_t batch = query.size(0), slots = memory.keys.size(1);
+  auto q = linears.q(query).view({batch, -1, heads_, d_k_}).transpose(1, 2);      // [B,h,T,dk]
+  const int64_t steps = q.size(2);
+  auto key = memory.keys.unsqueeze(0).expand({batch, heads_, slots, d_k_});       // [B,h,M,dk]
+  auto value = memory.values.unsqueeze(0).expand({batch, heads_, slots, d_k_});   // [B,h,M,dk]
+  auto scores = torch::matmul(q, key.transpose(-2, -1)) /
+                std::sqrt(static_cast<double>(d_k_));                             // [B,h,T,M]
+  auto [selected_scores, idx] = scores.topk(topk_);                               // [B,h,T,k] each
+  // dummy_value / dummy_idx of the reference: views, but gather's backward allocates a dense
+  // zeros([B,h,T,M,dk]) and scatter_adds into it — the memory this path exists to measure.
+  auto dummy_value = value.unsqueeze(2).expand({batch, heads_, steps, slots, d_k_});  // [B,h,T,M,dk]
+  auto dummy_idx = idx.unsqueeze(-1).expand({batch, heads_, steps, topk_, d_k_});     // [B,h,T,k,dk]
+  auto selected_value = torch::gather(dummy_value, 3, dummy_idx);                    // [B,h,T,k,dk]
+  auto p = torch::softmax(selected_scores, -1);                                       // [B,h,T,k]
+  if (dropout->is_training()) p = dropout(p);
+  auto x = torch::matmul(p.unsqueeze(3), selected_value).squeeze(3);                  // [B,h,T,dk]
+  x = x.transpose(1, 2).contiguous().view({batch, -1, heads_ * d_k_});                // [B,T,d]
   return linears.out(x);
 }
 

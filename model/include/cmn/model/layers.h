@@ -65,10 +65,21 @@ class MultiThreadMemoryImpl : public torch::nn::Module {
   // query [B,T,d] -> response [B,T,d]
   torch::Tensor forward(const torch::Tensor& query, const MemoryKeysValues& memory);
 
+  // How the top-k values are looked up. kGather (default): index_select of the k chosen rows, nothing of
+  // size M per query. kReferenceExpand: R2GenCMN's memory_querying_responding verbatim — the values expanded
+  // to [B,h,T,M,dk] and torch.gather'ed; its backward scatters into a dense [B,h,T,M,dk] zero tensor
+  // (> 10 GB at batch 16 x 4 views). Same numbers either way; the reference form exists only for the
+  // speed/memory bench (cmn-train-bench) and the equivalence test, never for serving or training.
+  enum class QueryPath { kGather, kReferenceExpand };
+  void set_query_path(QueryPath path) { path_ = path; }
+  QueryPath query_path() const { return path_; }
+
   Projections linears;  // "linears.0..3"
   torch::nn::Dropout dropout{nullptr};
  private:
+  torch::Tensor forward_reference(const torch::Tensor& query, const MemoryKeysValues& memory);
   int64_t heads_, d_k_, topk_;
+  QueryPath path_ = QueryPath::kGather;
 };
 TORCH_MODULE(MultiThreadMemory);
 
