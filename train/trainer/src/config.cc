@@ -77,6 +77,13 @@ YAML::Node to_node(const TrainConfig& c) {
   loss["label_smoothing"] = c.loss.label_smoothing;
   root["loss"] = loss;
 
+  YAML::Node scst;
+  scst["after_epoch"] = c.scst.after_epoch;
+  scst["samples"] = c.scst.samples;
+  scst["temperature"] = c.scst.temperature;
+  scst["max_length"] = c.scst.max_length;
+  root["scst"] = scst;
+
   YAML::Node sched;
   sched["type"] = c.scheduler.type;
   sched["step_size"] = c.scheduler.step_size;
@@ -209,6 +216,11 @@ TrainConfig from_node(const YAML::Node& root, const std::string& source) {
 
   r.get("loss", "label_smoothing", c.loss.label_smoothing);
 
+  r.get("scst", "after_epoch", c.scst.after_epoch);
+  r.get("scst", "samples", c.scst.samples);
+  r.get("scst", "temperature", c.scst.temperature);
+  r.get("scst", "max_length", c.scst.max_length);
+
   r.get("scheduler", "type", c.scheduler.type);
   r.get("scheduler", "step_size", c.scheduler.step_size);
   r.get("scheduler", "gamma", c.scheduler.gamma);
@@ -261,6 +273,11 @@ void validate(const TrainConfig& c) {
   TORCH_CHECK(c.optim.lr_ve >= 0 && c.optim.lr_ed >= 0, s, ": optim learning rates must be >= 0");
   TORCH_CHECK(c.optim.grad_clip_value >= 0 && c.optim.grad_clip_norm >= 0, s, ": optim.grad_clip_* must be >= 0");
   TORCH_CHECK(c.loss.label_smoothing >= 0 && c.loss.label_smoothing < 1, s, ": loss.label_smoothing must be in [0, 1)");
+  TORCH_CHECK(c.scst.after_epoch >= 0, s, ": scst.after_epoch must be >= 0 (0 = no SCST), got ", c.scst.after_epoch);
+  TORCH_CHECK(c.scst.samples >= 1, s, ": scst.samples must be >= 1, got ", c.scst.samples);
+  TORCH_CHECK(c.scst.temperature > 0, s, ": scst.temperature must be > 0, got ", c.scst.temperature);
+  TORCH_CHECK(c.scst.max_length >= 0, s, ": scst.max_length must be >= 0 (0 = model.max_seq_length), got ",
+              c.scst.max_length);
   const std::set<std::string> schedulers = {"step", "inverse_sqrt", "none"};
   TORCH_CHECK(schedulers.count(c.scheduler.type), s, ": scheduler.type must be step, inverse_sqrt or none, got '",
               c.scheduler.type, "'");

@@ -237,6 +237,9 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::targets_for(const DataLoader& d
 
 double Trainer::train_epoch(int64_t epoch) {
   const bool cached = config_.trainer.cache_visual_features;
+  // SCST epochs: the loss is the self-critical policy gradient (scst.h) instead of cross-entropy.
+  const bool scst = config_.scst.after_epoch > 0 && epoch > config_.scst.after_epoch;
+  if (scst && epoch == config_.scst.after_epoch + 1) LOG(INFO) << "epoch " << epoch << ": self-critical training (CIDEr-D reward, greedy baseline)";
   auto& data = loader("train");
   const FeatureCache* cache = cached ? &features("train") : nullptr;
   std::vector<int64_t> order;  // cached: rows of the cache in this epoch's order, a function of (seed, epoch)
@@ -260,24 +263,31 @@ double Trainer::train_epoch(int64_t epoch) {
   int64_t step = 0;
   while (step < steps) {
     torch::Tensor log_probs, targets, masks;
+    torch::Tensor att;              // [B,V*49,d_vf] patch features (SCST epochs)
+    std::vector<int64_t> examples;  // loader example of each study of the batch
     if (cached) {
       const auto first = order.begin() + step * batch_size;
       const auto last = order.begin() + std::min<int64_t>(static_cast<int64_t>(order.size()), (step + 1) * batch_size);
       const std::vector<int64_t> rows(first, last);
-      std::vector<int64_t> examples;
       for (int64_t r : rows) examples.push_back(cache->example[static_cast<size_t>(r)]);
-      auto att = cache->att.index_select(0, torch::tensor(rows, torch::kLong));  // [B,V*49,d_vf]
+      att = cache->att.index_select(0, torch::tensor(rows, torch::kLong));  // [B,V*49,d_vf]
       std::tie(targets, masks) = targets_for(data, examples);
-      log_probs = model_->encoder_decoder->forward(att, targets);  // [B,L-1,V+1]
+      if (!scst) log_probs = model_->encoder_decoder->forward(att, targets);  // [B,L-1,V+1]
     } else {
       auto batch = data.next();
       if (!batch) break;
       for (const auto& m : batch->skipped) LOG(WARNING) << m;
       targets = batch->targets;
       masks = batch->masks;
-      log_probs = model_->forward(batch->images, batch->targets);  // [B,L-1,V+1]
+      if (scst) {
+        att = model_->extract(batch->images).att;  // [B,V*49,d_vf], with the trunk's gradient when it trains
+        examples = batch->indices;
+      } else {
+        log_probs = model_->forward(batch->images, batch->targets);  // [B,L-1,V+1]
+      }
     }
-    auto loss = language_model_loss(log_probs, targets, masks, config_.loss);
+    auto loss = scst ? scst_batch(att, examples, epoch, step)
+                     : language_model_loss(log_probs, targets, masks, config_.loss);
     optimizer_->zero_grad();
     loss.backward();
     clip_gradients(*model_, config_.optim);
@@ -300,6 +310,39 @@ double Trainer::train_epoch(int64_t epoch) {
   if (tty) std::cerr << "\n";
   model_->reset_inference_cache();  // weights changed: folded batch norm and memory projections are stale
   return step > 0 ? total / step : kNaN;
+}
+
+torch::Tensor Trainer::scst_batch(const torch::Tensor& att, const std::vector<int64_t>& examples, int64_t epoch,
+                                  int64_t step) {
+#ifdef CMN_HAVE_METRICS
+  const auto& data = loader("train");
+  if (!scst_cider_) {
+    // CIDEr-D's document frequencies from the training references, built once (SCST's usual choice).
+    std::vector<std::vector<std::string>> sets;
+    for (const auto& e : data.examples()) sets.push_back({reference_text(tokenizer_, e.ids)});
+    scst_cider_ = std::make_shared<metrics::CiderD>(sets);
+  }
+  std::vector<std::string> refs;
+  for (int64_t i : examples) refs.push_back(reference_text(tokenizer_, data.examples()[static_cast<size_t>(i)].ids));
+  const RewardFn reward = [&](const std::vector<std::vector<int64_t>>& seqs, const std::vector<int64_t>& study) {
+    std::vector<double> r;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      r.push_back(scst_cider_->score(tokenizer_.decode(seqs[i]), {refs[static_cast<size_t>(study[i])]}));
+    }
+    return r;
+  };
+  ScstOptions o = config_.scst;
+  o.seed = config_.trainer.seed * 1000003ULL + static_cast<uint64_t>(epoch) * 100003ULL + static_cast<uint64_t>(step);
+  auto out = scst_step(*model_->encoder_decoder, att, o, reward);
+  if (config_.trainer.progress && step % std::max<int64_t>(config_.trainer.log_period, 1) == 0) {
+    LOG(INFO) << "scst step " << step << ": mean CIDEr-D of samples " << out.mean_reward << ", greedy "
+              << out.mean_baseline;
+  }
+  return out.loss;
+#else
+  (void)att, (void)examples, (void)epoch, (void)step;
+  TORCH_CHECK(false, "scst.after_epoch needs CIDEr-D from cmn_metrics, which this build does not have");
+#endif
 }
 
 EvalResult Trainer::evaluate(const std::string& split) {
@@ -469,7 +512,9 @@ void Trainer::write_epoch_log(const EpochLog& log) {
 
 void Trainer::write_plot() {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-    LOG(INFO) << "gnuplot is not installed: no loss.png (apt-get install gnuplot-nox)";
+    static bool warned = false;  // once per process, not once per epoch
+    if (!warned) LOG(WARNING) << "gnuplot is not installed: no loss.png (apt-get install gnuplot-nox)";
+    warned = true;
     return;
   }
   const std::string dir = config_.trainer.save_dir;
@@ -485,14 +530,21 @@ void Trainer::write_plot() {
   }
   {
     std::ofstream gp(dir + "/plot.gp");
-    gp << "set terminal pngcairo size 900,500\nset output '" << dir << "/loss.png'\n"
+    // Drawn to loss.png.tmp and renamed below: a reader never sees a half-written PNG.
+    gp << "set terminal pngcairo size 900,500\nset output '" << dir << "/loss.png.tmp'\n"
        << "set xlabel 'epoch'\nset ylabel 'train loss'\nset y2label 'val score'\nset y2tics\nset key outside\n"
        << "plot '" << dir << "/plot.dat' using 1:2 with linespoints title 'train loss', "
        << "'' using 1:3 axes x1y2 with linespoints title 'val BLEU-4', "
        << "'' using 1:4 axes x1y2 with linespoints title 'val CIDEr'\n";
   }
   const std::string cmd = "gnuplot '" + dir + "/plot.gp' >/dev/null 2>&1";
-  if (std::system(cmd.c_str()) != 0) LOG(WARNING) << "gnuplot failed; no loss.png";
+  if (std::system(cmd.c_str()) != 0) {
+    LOG(WARNING) << "gnuplot failed; no loss.png";
+    return;
+  }
+  std::error_code ec;
+  fs::rename(dir + "/loss.png.tmp", dir + "/loss.png", ec);
+  if (ec) LOG(WARNING) << "cannot rename " << dir << "/loss.png.tmp: " << ec.message();
 }
 
 void Trainer::write_bundle_dir() {
@@ -589,14 +641,60 @@ void Trainer::run() {
     line << "epoch " << epoch << ": train_loss " << log.train_loss;
     for (const auto& [k, v] : log.values) line << ", " << k << " " << v;
     LOG(INFO) << line.str() << (best ? " (best)" : "");
+    write_plot();  // loss.png after every epoch, so a long run can be watched
     if (epoch % t.save_period == 0 || epoch == t.epochs) save_checkpoint(epoch, best);
     if (not_improved_ > t.early_stop) {
       LOG(INFO) << "val_" << t.monitor_metric << " did not improve for " << not_improved_ << " epochs: stopping";
       break;
     }
   }
-  write_plot();
+  write_best_summary();
   write_bundle_dir();
+}
+
+void Trainer::write_best_summary() {
+  // The selected epoch, replayed from the history with the selection rule of run(): its val scores and the test
+  // scores of THAT epoch (R2GenCMN's best_recorder), not the best test score of any epoch.
+  const auto& t = config_.trainer;
+  const EpochLog* best = nullptr;
+  double best_value = t.monitor_mode == "max" ? -std::numeric_limits<double>::infinity()
+                                              : std::numeric_limits<double>::infinity();
+  for (const auto& h : history_) {
+    if (t.run_type == "train_val") {
+      best = &h;  // no held-out split: the last epoch
+      continue;
+    }
+    auto it = h.values.find("val_" + t.monitor_metric);
+    if (it == h.values.end() || !std::isfinite(it->second)) continue;
+    if (t.monitor_mode == "max" ? it->second >= best_value : it->second <= best_value) {
+      best_value = it->second;
+      best = &h;
+    }
+  }
+  if (best == nullptr) {
+    LOG(WARNING) << "no epoch has a finite val_" << t.monitor_metric << ": no best.json";
+    return;
+  }
+  nlohmann::json j;
+  j["epoch"] = best->epoch;
+  j["monitor"] = t.run_type == "train_val" ? "last epoch (train_val)" : "val_" + t.monitor_metric;
+  j["train_loss"] = best->train_loss;
+  for (const auto& [k, v] : best->values) j[k] = v;
+  const std::string path = t.save_dir + "/best.json", tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(2) << "\n";
+    TORCH_CHECK(out.good(), "cannot write '", tmp, "'");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  TORCH_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
+  std::ostringstream line;
+  line << "best epoch " << best->epoch << " (" << j["monitor"].get<std::string>() << ")";
+  for (const auto& [k, v] : best->values) {
+    if (k.rfind("test_", 0) == 0) line << ", " << k << " " << v;
+  }
+  LOG(INFO) << line.str();
 }
 
 }  // namespace cmn::train

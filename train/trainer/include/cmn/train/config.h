@@ -12,6 +12,7 @@
 #include "cmn/train/loss.h"
 #include "cmn/train/model_setup.h"
 #include "cmn/train/optim.h"
+#include "cmn/train/scst.h"
 
 namespace cmn::train {
 
@@ -61,6 +62,7 @@ struct TrainConfig {
   DataConfig data;
   OptimOptions optim;
   LossOptions loss;
+  ScstOptions scst;                    // scst.*: self-critical fine-tuning after cross-entropy (off by default)
   SchedulerOptions scheduler;
   TrainerConfig trainer;
   std::string source;                  // the YAML file it came from (for messages)

@@ -10,7 +10,8 @@
 //                            epoch, best, patience, history), written to a temporary file, fsynced, renamed:
 //                            a kill -9 at any moment leaves the previous epoch's state or this one's
 //   metrics.jsonl / metrics.csv  one line per epoch; predictions_<split>.jsonl of the last evaluation
-//   config.yaml              the effective configuration;  loss.png  the curves (when gnuplot is installed)
+//   config.yaml              the effective configuration;  loss.png  the curves after every epoch (gnuplot)
+//   best.json                the selected epoch (val_<monitor_metric>) with its val and test scores
 //   bundle/                  the model bundle (cmn::pipeline::write_bundle) at the end of training
 #include <cstdint>
 #include <map>
@@ -27,6 +28,10 @@
 #include "cmn/train/config.h"
 #include "cmn/train/data.h"
 #include "cmn/train/optim.h"
+
+namespace cmn::metrics {
+class CiderD;  // cmn/metrics/metrics.h (SCST's reward)
+}
 
 namespace cmn::train {
 
@@ -92,8 +97,12 @@ class Trainer {
   const FeatureCache& features(const std::string& split);
   // [B,L] targets and masks for the given loader examples, padded as the DataLoader pads them.
   std::pair<torch::Tensor, torch::Tensor> targets_for(const DataLoader& data, const std::vector<int64_t>& examples) const;
+  // SCST loss of one batch of patch features (CIDEr-D reward against the examples' references).
+  torch::Tensor scst_batch(const torch::Tensor& att, const std::vector<int64_t>& examples, int64_t epoch, int64_t step);
   void write_epoch_log(const EpochLog& log);
   void write_plot();
+  // <save_dir>/best.json: the selected epoch and its scores (test at that epoch only), written atomically.
+  void write_best_summary();
   void write_bundle_dir();
   bool improved(double value) const;
 
@@ -105,6 +114,7 @@ class Trainer {
   std::unique_ptr<LrScheduler> scheduler_;
   std::map<std::string, std::unique_ptr<DataLoader>> loaders_;
   std::map<std::string, FeatureCache> feature_caches_;
+  std::shared_ptr<metrics::CiderD> scst_cider_;  // SCST reward, df from the training references (built on first use)
   int64_t start_epoch_ = 1;
   double monitor_best_ = 0.0;
   int64_t not_improved_ = 0;
