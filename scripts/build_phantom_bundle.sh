@@ -15,6 +15,8 @@ DATA="$OUT/data"
 RUN="$OUT/run"
 TRAIN="$BUILD/train/trainer/cmn-train"
 common=(data.annotation="$DATA/annotation.json" data.image_dir="$DATA/images" trainer.progress=false)
+# Scores below are over the whole test split (training selects on its first trainer.eval_max_examples val studies).
+score=(trainer.eval_max_examples=0)
 
 if [ ! -f "$DATA/manifest.jsonl" ] || [ "$(wc -l < "$DATA/manifest.jsonl")" != "$STUDIES" ]; then
   rm -rf "$DATA"
@@ -29,7 +31,7 @@ if [ ! -f "$BUNDLE/SHA256SUMS" ]; then
 fi
 
 # Held-out test split, with the selected weights (model_best.pth: the bundle's).
-"$TRAIN" configs/phantom.yaml "${common[@]}" trainer.run_type=test trainer.init_checkpoint="$RUN/model_best.pth" \
+"$TRAIN" configs/phantom.yaml "${common[@]}" "${score[@]}" trainer.run_type=test trainer.init_checkpoint="$RUN/model_best.pth" \
   trainer.save_dir="$OUT/test" trainer.bundle_dir=none | tail -n 1 > "$OUT/test_scores.json"
 
 # Control: the same model, each test study shown the images of another study (a seeded permutation that moves
@@ -47,7 +49,7 @@ for e, p in zip(test, perm):
     e["image_path"] = paths[p]
 json.dump(ann, open(sys.argv[2], "w"))
 PY
-"$TRAIN" configs/phantom.yaml "${common[@]}" data.annotation="$OUT/shuffled_annotation.json" trainer.run_type=test \
+"$TRAIN" configs/phantom.yaml "${common[@]}" "${score[@]}" data.annotation="$OUT/shuffled_annotation.json" trainer.run_type=test \
   trainer.init_checkpoint="$RUN/model_best.pth" trainer.save_dir="$OUT/shuffled" trainer.bundle_dir=none \
   | tail -n 1 > "$OUT/shuffled_scores.json"
 
