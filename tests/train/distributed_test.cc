@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -16,7 +17,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "cmn/phantom/dataset.h"
+#include "cmn/train/config.h"
 #include "cmn/train/distributed.h"
+#include "cmn/train/trainer.h"
 
 namespace cmn::train {
 namespace {
@@ -117,6 +121,69 @@ TEST(DataParallelTest, TwoProcessesEndIdenticalAndAverageTheUnionBatchGradient) 
     EXPECT_TRUE(torch::allclose(r0[i], single[i], 1e-5, 1e-7)) << "gradient " << i;
     EXPECT_TRUE(torch::allclose(r0[n + i], single[n + i], 1e-5, 1e-7)) << "parameter " << i;
   }
+  fs::remove_all(dir);
+}
+
+// ---- cmn-train with WORLD_SIZE=2: one cached-feature epoch on phantom studies, each rank on its shard ----
+
+const fs::path kSourceDir = fs::path(__FILE__).parent_path().parent_path().parent_path();
+
+TEST(TrainDataParallelWorker, Run) {
+  const char* dir = std::getenv("CMN_DP_WORKER_DIR");
+  if (dir == nullptr) GTEST_SKIP() << "a worker of TrainDataParallelTest (run by it, not alone)";
+  const fs::path d(dir);
+  const auto rank = std::string(std::getenv("RANK"));
+  auto config = load_train_config(
+      (kSourceDir / "configs/phantom.yaml").string(),
+      {"data.annotation=" + (d / "annotation.json").string(), "data.image_dir=" + (d / "images").string(),
+       "data.batch_size=2", "model.d_model=32", "model.d_ff=32", "model.cmm_dim=32", "model.cmm_size=64",
+       "model.topk=8", "model.num_layers=1", "model.max_seq_length=10", "model.threshold=1",
+       "trainer.save_dir=" + (d / "run").string(), "trainer.cache_visual_features=true", "trainer.progress=false",
+       "trainer.threads=1"});
+  Trainer trainer(config);
+  EXPECT_TRUE(std::isfinite(trainer.train_epoch(1)));
+  std::vector<torch::Tensor> params;
+  for (auto& p : trainer.model()->encoder_decoder->parameters()) params.push_back(p.detach().clone());
+  torch::save(params, (d / ("trainer_rank" + rank + ".pt")).string());
+}
+
+TEST(TrainDataParallelTest, TwoTrainersOnHalfShardsEndWithIdenticalWeights) {
+  if (!data_parallel_available()) GTEST_SKIP() << "built without gloo headers (libgloo-dev)";
+  const fs::path dir = fs::temp_directory_path() / ("cmn_dp_trainer_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  phantom::DatasetOptions o;
+  o.studies = 12;
+  o.seed = 4;
+  o.val_fraction = 0.2;
+  o.test_fraction = 0.2;
+  o.render.size = 224;
+  phantom::write_dataset(dir.string(), o);
+  const std::string port = std::to_string(free_port());
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < 2; ++rank) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("WORLD_SIZE", "2", 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", port.c_str(), 1);
+      ::setenv("CMN_DP_WORKER_DIR", dir.c_str(), 1);
+      ::execl("/proc/self/exe", "cmn_train_test", "--gtest_filter=TrainDataParallelWorker.Run", nullptr);
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  for (pid_t pid : pids) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "worker " << pid << " failed";
+  }
+  std::vector<torch::Tensor> r0, r1;
+  torch::load(r0, (dir / "trainer_rank0.pt").string());
+  torch::load(r1, (dir / "trainer_rank1.pt").string());
+  ASSERT_EQ(r0.size(), r1.size());
+  ASSERT_FALSE(r0.empty());
+  for (size_t i = 0; i < r0.size(); ++i) EXPECT_TRUE(torch::equal(r0[i], r1[i])) << "parameter " << i;
   fs::remove_all(dir);
 }
 

@@ -22,6 +22,7 @@
 
 #include "cmn/model/checkpoint.h"
 #include "cmn/pipeline/bundle.h"
+#include "cmn/train/distributed.h"
 #include "cmn/train/loss.h"
 #include "cmn/train/model_setup.h"
 
@@ -139,6 +140,16 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
   }
   model_->reset_inference_cache();
 
+  // torchrun-style data parallelism (WORLD_SIZE > 1 in the environment): identical replicas from rank 0, each rank
+  // trains on its shard of the cached features, gradients averaged over the ranks (distributed.h).
+  if (const auto d = distributed_from_env(); d.world_size > 1) {
+    TORCH_CHECK(t.cache_visual_features, "WORLD_SIZE ", d.world_size,
+                " (data-parallel training) needs trainer.cache_visual_features: true; the image loader is not sharded");
+    data_parallel_ = std::make_unique<DataParallel>(d);
+    data_parallel_->broadcast_parameters(*model_);
+    model_->reset_inference_cache();
+  }
+
   optimizer_ = build_optimizer(*model_, config_.optim);
   scheduler_ = std::make_unique<LrScheduler>(*optimizer_, config_.scheduler);
   monitor_best_ = t.monitor_mode == "max" ? -std::numeric_limits<double>::infinity()
@@ -251,6 +262,13 @@ double Trainer::train_epoch(int64_t epoch) {
     std::iota(order.begin(), order.end(), int64_t{0});
     std::mt19937_64 rng(config_.trainer.seed * 1000003ULL + static_cast<uint64_t>(epoch));
     std::shuffle(order.begin(), order.end(), rng);
+    if (data_parallel_) {
+      // Same seeded order on every rank; equal shards (the tail that does not divide is left out this epoch), so
+      // every rank runs the same number of steps and no allreduce waits forever. data.batch_size is per rank.
+      const int world = data_parallel_->world_size();
+      order.resize(order.size() / static_cast<size_t>(world) * static_cast<size_t>(world));
+      order = shard(order, data_parallel_->rank(), world);
+    }
     steps = (static_cast<int64_t>(order.size()) + batch_size - 1) / batch_size;
   } else {
     data.start_epoch(epoch);
@@ -290,6 +308,7 @@ double Trainer::train_epoch(int64_t epoch) {
                      : language_model_loss(log_probs, targets, masks, config_.loss);
     optimizer_->zero_grad();
     loss.backward();
+    if (data_parallel_) data_parallel_->average_gradients(*model_);  // before clipping, as DDP
     clip_gradients(*model_, config_.optim);
     optimizer_->step();
     scheduler_->step_update();
@@ -412,12 +431,15 @@ EvalResult Trainer::evaluate(const std::string& split) {
   return result;
 }
 
+bool Trainer::writes_files() const { return !data_parallel_ || data_parallel_->rank() == 0; }
+
 bool Trainer::improved(double value) const {
   if (!std::isfinite(value)) return false;
   return config_.trainer.monitor_mode == "max" ? value >= monitor_best_ : value <= monitor_best_;
 }
 
 void Trainer::save_checkpoint(int64_t epoch, bool best) {
+  if (!writes_files()) return;
   fs::create_directories(config_.trainer.save_dir);
   model::CheckpointWriteOptions wo;
   wo.epoch = epoch;
@@ -490,6 +512,7 @@ void Trainer::resume(const std::string& path_in) {
 }
 
 void Trainer::write_epoch_log(const EpochLog& log) {
+  if (!writes_files()) return;
   fs::create_directories(config_.trainer.save_dir);
   {
     std::ofstream out(config_.trainer.save_dir + "/metrics.jsonl", std::ios::app);
@@ -511,6 +534,7 @@ void Trainer::write_epoch_log(const EpochLog& log) {
 }
 
 void Trainer::write_plot() {
+  if (!writes_files()) return;
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     static bool warned = false;  // once per process, not once per epoch
     if (!warned) LOG(WARNING) << "gnuplot is not installed: no loss.png (apt-get install gnuplot-nox)";
@@ -548,6 +572,7 @@ void Trainer::write_plot() {
 }
 
 void Trainer::write_bundle_dir() {
+  if (!writes_files()) return;
   const auto& t = config_.trainer;
   if (t.bundle_dir == "none") return;
   const std::string dir = t.bundle_dir.empty() ? t.save_dir + "/bundle" : t.bundle_dir;
@@ -575,11 +600,12 @@ void Trainer::write_bundle_dir() {
 void Trainer::run() {
   const auto& t = config_.trainer;
   fs::create_directories(t.save_dir);
-  {
+  if (writes_files()) {
     std::ofstream out(t.save_dir + "/config.yaml");
     out << to_yaml(config_);
   }
   auto write_predictions = [&](const EvalResult& r) {
+    if (!writes_files()) return;
     std::ofstream out(t.save_dir + "/predictions_" + r.split + ".jsonl");
     for (size_t i = 0; i < r.ids.size(); ++i) {
       out << nlohmann::json{{"id", r.ids[i]}, {"report", r.predictions[i]}, {"reference", r.references[i]}}.dump() << "\n";
@@ -653,6 +679,7 @@ void Trainer::run() {
 }
 
 void Trainer::write_best_summary() {
+  if (!writes_files()) return;
   // The selected epoch, replayed from the history with the selection rule of run(): its val scores and the test
   // scores of THAT epoch (R2GenCMN's best_recorder), not the best test score of any epoch.
   const auto& t = config_.trainer;

@@ -4,7 +4,7 @@
 // headers of Debian's libgloo-dev at build time (ProcessGroupGloo.hpp includes them; the symbols are in
 // libtorch_cpu); without them cmn_train builds without this file's implementation (CMN_HAVE_GLOO undefined on
 // distributed.cc), data_parallel_available() is false and DataParallel's constructor throws.
-// Not yet wired into cmn-train's epoch loop (no trainer.world_size key): the pieces and their 2-process test.
+// cmn-train uses it when WORLD_SIZE > 1 in its environment (cached-feature path only; see Trainer).
 #include <cstdint>
 #include <memory>
 #include <string>

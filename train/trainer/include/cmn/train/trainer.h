@@ -35,6 +35,8 @@ class CiderD;  // cmn/metrics/metrics.h (SCST's reward)
 
 namespace cmn::train {
 
+class DataParallel;  // cmn/train/distributed.h
+
 struct EvalResult {
   std::string split;
   std::vector<std::string> ids;
@@ -115,6 +117,9 @@ class Trainer {
   std::map<std::string, std::unique_ptr<DataLoader>> loaders_;
   std::map<std::string, FeatureCache> feature_caches_;
   std::shared_ptr<metrics::CiderD> scst_cider_;  // SCST reward, df from the training references (built on first use)
+  // WORLD_SIZE > 1: the process group; only rank 0 writes files (all ranks hold the same weights).
+  std::unique_ptr<DataParallel> data_parallel_;
+  bool writes_files() const;
   int64_t start_epoch_ = 1;
   double monitor_best_ = 0.0;
   int64_t not_improved_ = 0;
