@@ -3,6 +3,7 @@
 //   cmn-client --server localhost:50051 study_folder/
 //   cmn-client --server host:443 --tls --ca ca.pem --token-file token.txt --json a.dcm b.dcm
 //   cmn-client --server localhost:50051 --info
+//   cmn-client --server localhost:50051 --attention-dir maps/ study/   (per-sentence attention PNGs)
 //   cmn-client --server localhost:50051 --health [--service cmn.v1.ReportService]   (probes, HEALTHCHECK)
 //
 // Exit codes: 0 report printed (or --info, or --health and SERVING); 1 the input could not be read; 2 bad command line;
@@ -10,6 +11,7 @@
 // 19 FAILED_PRECONDITION, 22 UNIMPLEMENTED, 24 UNAVAILABLE, 26 UNAUTHENTICATED, ...).
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -59,6 +61,18 @@ std::vector<std::string> collect(const std::vector<std::string>& paths) {
   return files;
 }
 
+// Temporary name beside the target, then rename: a reader never sees half a file.
+bool write_file_atomically(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out || !out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return false;
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  return !ec;
+}
+
 std::string json(const google::protobuf::Message& message) {
   std::string out;
   google::protobuf::util::JsonPrintOptions options;
@@ -80,7 +94,7 @@ int main(int argc, char** argv) {
   std::string server = "localhost:50051";
   std::vector<std::string> paths;
   bool health = false;
-  std::string health_service;
+  std::string health_service, attention_dir;
   bool tls = false, info = false, as_json = false, stream = false, require_trained = false, token_scores = false;
   std::string ca_file, cert_file, key_file, token, token_file, target_name_override, method, request_id;
   double deadline_s = 120;
@@ -105,6 +119,9 @@ int main(int argc, char** argv) {
   app.add_flag("--require-trained", require_trained, "fail (FAILED_PRECONDITION) if the server's model is untrained");
   app.add_flag("--scores", token_scores, "ask for per-token log-probabilities");
   app.add_flag("--stream", stream, "StreamReport: print certain text to stderr while it is decoded");
+  app.add_option("--attention-dir", attention_dir,
+                 "ask for attention maps and write them as DIR/s<NN>_layer<L>_view<V>.png (sentence, decoder layer, "
+                 "view slot)");
   app.add_flag("--json", as_json, "print the whole response as JSON instead of the report text");
   try {
     app.parse(argc, argv);
@@ -185,6 +202,7 @@ int main(int argc, char** argv) {
   if (method == "greedy") decoding->set_method(cmn::v1::DECODING_METHOD_GREEDY);
   if (method == "sample") decoding->set_method(cmn::v1::DECODING_METHOD_SAMPLE);
   request.mutable_output()->set_token_scores(token_scores);
+  request.mutable_output()->set_attention_maps(!attention_dir.empty());
   request.set_require_trained_model(require_trained);
   request.set_request_id(request_id);
 
@@ -204,6 +222,20 @@ int main(int argc, char** argv) {
   } else {
     const grpc::Status status = stub->GenerateReport(&context, request, &response);
     if (!status.ok()) return fail(status);
+  }
+  if (!attention_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(attention_dir, ec);
+    for (const auto& map : response.attention_maps()) {
+      char name[64];
+      std::snprintf(name, sizeof(name), "s%02d_layer%d_view%d.png", map.sentence(), map.layer(), map.view());
+      if (!write_file_atomically((fs::path(attention_dir) / name).string(), map.png())) {
+        std::cerr << "cmn-client: cannot write '" << (fs::path(attention_dir) / name).string() << "'\n";
+        return kExitInput;
+      }
+    }
+    // The PNG bytes are not worth printing as base64 in --json.
+    response.clear_attention_maps();
   }
   if (as_json) {
     std::cout << json(response) << "\n";

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cmn/model/encoder_decoder.h"
+#include "cmn/pipeline/report_generator.h"
 #include "cmn/server/metrics.h"
 
 namespace cmn::server {
@@ -24,6 +25,7 @@ struct Engine::Job {
   Clock::time_point enqueued;
   Clock::time_point deadline = Clock::time_point::max();
   bool wants_progress = false;
+  bool attention = false;           // JobControl::attention
   std::atomic<bool> abandoned{false};  // the caller returned (cancelled, deadline, write failed)
 
   std::mutex mutex;                 // guards what follows
@@ -245,6 +247,7 @@ absl::StatusOr<JobResult> Engine::run(const Slot& slot, torch::Tensor images, co
   job->batch_key = batch_key(decoding);
   job->deadline = control.deadline;
   job->wants_progress = static_cast<bool>(control.on_progress);
+  job->attention = control.attention;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return absl::UnavailableError("the server is shutting down");
@@ -405,6 +408,17 @@ void Engine::run_batch(const std::vector<std::shared_ptr<Job>>& batch) {
       r.queue_s = seconds(start - batch[i]->enqueued);
       if (metrics_ != nullptr) metrics_->observe_stage("queue", r.queue_s);
       r.hypothesis = std::move(decoded.best[i]);
+      if (batch[i]->attention && !batch[i]->gone(Clock::now())) {
+        // On this thread: the model is not thread-safe and the encoder records its attention as it runs.
+        std::vector<int64_t> ids = r.hypothesis.ids;
+        if (!ids.empty() && ids.back() == 0) ids.pop_back();  // the end token's step is not plotted
+        auto captured = pipeline::capture_token_attention(model_, batch[i]->images.unsqueeze(0), {ids});
+        if (!captured.ok()) {
+          batch[i]->finish(captured.status());
+          continue;
+        }
+        r.token_attention = std::move((*captured)[0]);                      // [layers,T,V*49]
+      }
       batch[i]->finish(std::move(r));
     }
     return;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cmn/common/status_macros.h"
+#include "cmn/pipeline/attention.h"
 #include "cmn/pipeline/dicom_sr.h"
 #include "cmn/server/status.h"
 
@@ -280,9 +281,6 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
                                                      " instances; this server takes at most ",
                                                      options_.limits.max_instances, " per study"));
   }
-  if (request.output().attention_maps()) {
-    return absl::UnimplementedError("output.attention_maps is not implemented by this server yet");
-  }
   if (request.require_trained_model() && model_->info.untrained) {
     return absl::FailedPreconditionError(absl::StrCat("require_trained_model is set but the server's model '",
                                                       model_->info.name, "' is untrained (random weights)"));
@@ -317,11 +315,29 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   control.deadline = deadline;
   control.cancelled = [context] { return context->IsCancelled(); };
   control.on_progress = on_progress;
+  control.attention = request.output().attention_maps();
   CMN_ASSIGN_OR_RETURN(JobResult result, engine_->run(slot, std::move(images), decoding, control));
 
   // 5. The response.
   fill_text(result.hypothesis, model_->tokenizer, request.output().token_scores(), response);
   fill_study(study, request, response);
+  if (request.output().attention_maps()) {
+    pipeline::StudyReport report;
+    report.token_ids.assign(response->token_ids().begin(), response->token_ids().end());
+    report.token_attention = result.token_attention;
+    CMN_ASSIGN_OR_RETURN(const std::vector<pipeline::AttentionMap> maps,
+                         pipeline::sentence_attention_maps(report, model_->tokenizer, views));
+    for (const auto& map : maps) {
+      CMN_ASSIGN_OR_RETURN(std::string png, pipeline::render_attention_png(map, study.images[static_cast<size_t>(map.view)],
+                                                                           study_options_.image));
+      auto* out = response->add_attention_maps();
+      out->set_sentence(static_cast<int32_t>(map.sentence));
+      out->set_text(map.text);
+      out->set_layer(static_cast<int32_t>(map.layer));
+      out->set_view(static_cast<int32_t>(map.view));
+      out->set_png(std::move(png));
+    }
+  }
   *response->mutable_model() = model_info_;
   response->mutable_model()->clear_limits();
   auto* t = response->mutable_timings();

@@ -245,6 +245,11 @@ TEST(ClientProcessTest, PrintsTheReportAndExitsByGrpcStatus) {
   EXPECT_NE(out.find("\"sop_instance_uid\": \"1.3.6.1.4.1.5962.1.1.9.1.7.20040826185059.5457\""), std::string::npos)
       << out;
 
+  EXPECT_EQ(run({kClientBin, "--server", s.address(), "--max-length", "5", "--attention-dir", dir.file("maps"), study},
+                dir, &out, &err), 0) << err;
+  EXPECT_TRUE(fs::exists(dir.file("maps") + "/s00_layer0_view0.png"));
+  EXPECT_TRUE(fs::exists(dir.file("maps") + "/s00_layer0_view1.png"));  // the 2-view test bundle
+
   EXPECT_EQ(run({kClientBin, "--server", s.address(), dir.file("junk.dcm")}, dir, &out, &err), 13) << err;
   EXPECT_EQ(run({kClientBin, "--server", s.address(), "--require-trained", study}, dir, &out, &err), 19) << err;
   EXPECT_EQ(run({kClientBin, "--server", s.address(), "--info"}, dir, &out, &err), 0) << err;

@@ -3,7 +3,9 @@
 #include <grpcpp/generic/generic_stub.h>
 
 #include <iostream>
+#include <set>
 #include <thread>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
@@ -299,15 +301,47 @@ TEST_F(ReportServiceTest, RequireTrainedModelIsFailedPreconditionOnTheDemoModel)
   EXPECT_NE(status.error_message().find("untrained"), std::string::npos) << status.error_message();
 }
 
-TEST_F(ReportServiceTest, AttentionMapsAreUnimplemented) {
+// Big-endian 32-bit integer at `at` (PNG header fields).
+uint32_t be32(const std::string& bytes, size_t at) {
+  uint32_t v = 0;
+  for (size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(bytes[at + i]);
+  return v;
+}
+
+TEST_F(ReportServiceTest, AttentionMapsCoverEverySentenceLayerAndViewAndChangeNoReport) {
   auto& s = start();
   ASSERT_TRUE(s.server);
-  for (int which = 0; which < 1; ++which) {
+  v1::GenerateReportResponse plain, with_maps;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(s.stub->GenerateReport(&context, make_request(rg1_study()), &plain).ok());
+  }
+  {
     grpc::ClientContext context;
     auto request = make_request(rg1_study());
-    if (which == 0) request.mutable_output()->set_attention_maps(true);
-    v1::GenerateReportResponse response;
-    EXPECT_EQ(s.stub->GenerateReport(&context, request, &response).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+    request.mutable_output()->set_attention_maps(true);
+    const grpc::Status status = s.stub->GenerateReport(&context, request, &with_maps);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  EXPECT_EQ(with_maps.report(), plain.report());
+  EXPECT_EQ(plain.attention_maps_size(), 0);
+  ASSERT_GT(with_maps.token_ids_size(), 0);
+  ASSERT_GT(with_maps.sentences_size(), 0);
+  const int views = with_maps.slots_size();
+  int layers = 0;
+  for (const auto& m : with_maps.attention_maps()) layers = std::max(layers, m.layer() + 1);
+  ASSERT_GT(layers, 0);
+  // Exactly one map per (sentence, layer, view), each a 224x224 PNG, labelled with its sentence.
+  ASSERT_EQ(with_maps.attention_maps_size(), with_maps.sentences_size() * layers * views);
+  std::set<std::tuple<int, int, int>> seen;
+  for (const auto& m : with_maps.attention_maps()) {
+    ASSERT_LT(m.sentence(), with_maps.sentences_size());
+    ASSERT_LT(m.view(), views);
+    EXPECT_TRUE(seen.insert({m.sentence(), m.layer(), m.view()}).second);
+    ASSERT_GT(m.png().size(), 24u);
+    EXPECT_EQ(m.png().substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+    EXPECT_EQ(be32(m.png(), 16), 224u);  // IHDR width
+    EXPECT_EQ(be32(m.png(), 20), 224u);  // IHDR height
   }
 }
 

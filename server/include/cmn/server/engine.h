@@ -41,6 +41,9 @@ struct JobResult {
   double visual_s = 0, encode_s = 0, decode_s = 0;  // of its batch
   int batch_size = 1;             // studies in its batch
   int64_t decode_steps = 0;       // decoder steps its batch ran
+  // Only with JobControl::attention: the decoder's cross-attention for the chosen hypothesis, heads averaged,
+  // [layers, T, V*49] with row t = the step that produced ids[t] (the final end token's step left out).
+  torch::Tensor token_attention;
 };
 
 // Tokens that became certain (see cmn.v1.ReportProgress), delivered on the caller's thread.
@@ -58,6 +61,9 @@ struct JobControl {
   // Called on the caller's thread for each progress event; returning false abandons the call (CANCELLED).
   // Empty = no progress tracking.
   std::function<bool(const JobProgress&)> on_progress;
+  // Capture JobResult::token_attention: after the batch decodes, the worker replays this study's chosen ids
+  // once with attention kept (pipeline::capture_token_attention; about one more visual + encoder pass).
+  bool attention = false;
 };
 
 class Engine {
