@@ -5,9 +5,25 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cmn/common/status_macros.h"
 
 namespace cmn::pipeline {
+
+std::vector<std::string> split_sentences(const std::vector<std::string>& words) {
+  std::vector<std::string> sentences;
+  std::vector<std::string> current;
+  for (const auto& w : words) {
+    current.push_back(w);
+    if (w == ".") {
+      sentences.push_back(absl::StrJoin(current, " "));
+      current.clear();
+    }
+  }
+  if (!current.empty()) sentences.push_back(absl::StrJoin(current, " "));
+  return sentences;
+}
+
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {

@@ -152,20 +152,6 @@ absl::StatusOr<model::DecodingOptions> resolve_decoding(const model::ModelConfig
   return d;
 }
 
-std::vector<std::string> split_sentences(const std::vector<std::string>& words) {
-  std::vector<std::string> sentences;
-  std::vector<std::string> current;
-  for (const auto& w : words) {
-    current.push_back(w);
-    if (w == ".") {
-      sentences.push_back(absl::StrJoin(current, " "));
-      current.clear();
-    }
-  }
-  if (!current.empty()) sentences.push_back(absl::StrJoin(current, " "));
-  return sentences;
-}
-
 ReportServiceImpl::ReportServiceImpl(const ServingModel* model, Engine* engine, Metrics* metrics,
                                      const TokenAuthenticator* auth, const ServiceOptions& options)
     : model_(model), engine_(engine), metrics_(metrics), auth_(auth), options_(options) {

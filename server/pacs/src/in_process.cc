@@ -3,7 +3,6 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "cmn/model/runtime.h"
 #include "cmn/pipeline/bundle.h"
 #include "cmn/pipeline/report_generator.h"
@@ -13,19 +12,13 @@ namespace cmn::pacs {
 
 namespace {
 
-// The report's words split after each "." token, as cmn-server's response.sentences (server::split_sentences).
+// The report's sentences exactly as cmn-server's response.sentences: its words (the decoded text is the words
+// joined by single spaces) through the same pipeline::split_sentences.
 std::vector<std::string> sentences_of(const std::string& report) {
-  std::vector<std::string> sentences, current;
-  std::istringstream words(report);
-  for (std::string w; words >> w;) {
-    current.push_back(w);
-    if (w == ".") {
-      sentences.push_back(absl::StrJoin(current, " "));
-      current.clear();
-    }
-  }
-  if (!current.empty()) sentences.push_back(absl::StrJoin(current, " "));
-  return sentences;
+  std::vector<std::string> words;
+  std::istringstream in(report);
+  for (std::string w; in >> w;) words.push_back(w);
+  return pipeline::split_sentences(words);
 }
 
 class Reporter : public InProcessReporter {

@@ -97,6 +97,10 @@ std::vector<torch::Tensor> replay_token_attention(model::BaseCMNImpl& model, con
 // generated ids -> per study [layers, T, V*49]. Recomputes the visual features and encoder memory (the
 // engine does not keep them), so it costs about one more encode plus a one-row decode; call it where the
 // model's other calls are serialised (the encoder records last_attention in eval mode).
+// Words of a decoded report split after each "." token, as the report text writes them: the server's
+// response.sentences, the SR's one TEXT item per sentence. A tail without "." is a sentence too.
+std::vector<std::string> split_sentences(const std::vector<std::string>& words);
+
 absl::StatusOr<std::vector<torch::Tensor>> capture_token_attention(model::R2GenCMN& model, const torch::Tensor& images,
                                                                    const std::vector<std::vector<int64_t>>& token_ids);
 

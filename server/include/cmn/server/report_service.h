@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "cmn/model/decoding.h"
+#include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
 #include "cmn/server/auth.h"
 #include "cmn/server/config.h"
@@ -40,8 +41,8 @@ absl::StatusOr<model::DecodingOptions> resolve_decoding(const model::ModelConfig
                                                         const LimitsOptions& limits,
                                                         std::vector<std::string>* warnings);
 
-// Words of the decoded report split after each "." token, as the report text writes them.
-std::vector<std::string> split_sentences(const std::vector<std::string>& words);
+// Words of the decoded report split after each "." token (one definition, shared with the SR writers).
+using pipeline::split_sentences;
 
 class ReportServiceImpl final : public v1::ReportService::Service {
  public:
