@@ -403,23 +403,28 @@ void Engine::run_batch(const std::vector<std::shared_ptr<Job>>& batch) {
       std::lock_guard<std::mutex> lock(mutex_);
       ++stats_.batches;
     }
-    for (size_t i = 0; i < batch.size(); ++i) {
-      JobResult r = shared;
-      r.queue_s = seconds(start - batch[i]->enqueued);
-      if (metrics_ != nullptr) metrics_->observe_stage("queue", r.queue_s);
-      r.hypothesis = std::move(decoded.best[i]);
-      if (batch[i]->attention && !batch[i]->gone(Clock::now())) {
-        // On this thread: the model is not thread-safe and the encoder records its attention as it runs.
-        std::vector<int64_t> ids = r.hypothesis.ids;
-        if (!ids.empty() && ids.back() == 0) ids.pop_back();  // the end token's step is not plotted
-        auto captured = pipeline::capture_token_attention(model_, batch[i]->images.unsqueeze(0), {ids});
-        if (!captured.ok()) {
-          batch[i]->finish(captured.status());
-          continue;
+    // Studies that asked for attention maps last: their capture (one more visual + encoder pass each) must not
+    // delay the answers of their batch partners.
+    for (const bool with_attention : {false, true}) {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (batch[i]->attention != with_attention) continue;
+        JobResult r = shared;
+        r.queue_s = seconds(start - batch[i]->enqueued);
+        if (metrics_ != nullptr) metrics_->observe_stage("queue", r.queue_s);
+        r.hypothesis = std::move(decoded.best[i]);
+        if (with_attention && !batch[i]->gone(Clock::now())) {
+          // On this thread: the model is not thread-safe and the encoder records its attention as it runs.
+          std::vector<int64_t> ids = r.hypothesis.ids;
+          if (!ids.empty() && ids.back() == 0) ids.pop_back();  // the end token's step is not plotted
+          auto captured = pipeline::capture_token_attention(model_, batch[i]->images.unsqueeze(0), {ids});
+          if (!captured.ok()) {
+            batch[i]->finish(captured.status());
+            continue;
+          }
+          r.token_attention = std::move((*captured)[0]);                    // [layers,T,V*49]
         }
-        r.token_attention = std::move((*captured)[0]);                      // [layers,T,V*49]
+        batch[i]->finish(std::move(r));
       }
-      batch[i]->finish(std::move(r));
     }
     return;
   } catch (const BatchAbandoned&) {
