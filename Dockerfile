@@ -13,9 +13,8 @@ COPY . .
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMN_BUILD_TESTS=OFF \
  && cmake --build build -j"$(nproc)" \
  && mkdir -p /out/bin \
- && cp build/server/cmn-server build/client/cmn-* build/bench/cmn-bench build/train/metrics/cmn-eval /out/bin/ \
- && (cp build/train/trainer/cmn-train /out/bin/ 2>/dev/null || true) \
- && (cp build/client/cmn-pacs /out/bin/ 2>/dev/null || true) \
+ && cp build/server/cmn-server build/server/cmn-pacs build/client/cmn-* build/bench/cmn-bench \
+       build/train/metrics/cmn-eval build/train/trainer/cmn-train build/phantom/cmn-phantom /out/bin/ \
  && strip /out/bin/*
 
 # ---- runtime: shared libraries only ------------------------------------------------------------------------------
