@@ -17,47 +17,21 @@
 #include <dcmtk/dcmdata/dctk.h>
 #include <gtest/gtest.h>
 
+#include "common/test_files.h"
+
 namespace cmn::pacs::testing {
 
 namespace fs = std::filesystem;
 
-inline std::string shared_path(const std::string& relative) { return std::string(CMN_SHARED_DIR) + "/" + relative; }
-
-inline std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot open " << path;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-inline void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-}
-
-inline std::string chest(const std::string& name) { return read_bytes(shared_path("data/dicom/chest/" + name)); }
+using cmn::testing::chest;
+using cmn::testing::read_bytes;
+using cmn::testing::shared_path;
+using cmn::testing::write_bytes;
 
 // A directory for one test, removed afterwards; the pid keeps parallel ctest processes apart.
-class ScopedDir {
+class ScopedDir : public cmn::testing::ScopedDir {
  public:
-  explicit ScopedDir(const std::string& name)
-      : path_((fs::path(::testing::TempDir()) / ("cmn_pacs_test_" + std::to_string(::getpid()) + "_" + name)).string()) {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-    fs::create_directories(path_);
-  }
-  ~ScopedDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScopedDir(const ScopedDir&) = delete;
-  ScopedDir& operator=(const ScopedDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
+  explicit ScopedDir(const std::string& name) : cmn::testing::ScopedDir("cmn_pacs_test", name) {}
 };
 
 // Parses bytes (Part 10 or bare dataset) with DCMTK.

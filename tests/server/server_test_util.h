@@ -25,6 +25,7 @@
 #include <gtest/gtest.h>
 
 #include "cmn/model/runtime.h"
+#include "common/test_files.h"
 #include "cmn/pipeline/bundle.h"
 #include "cmn/server/config.h"
 #include "cmn/server/server.h"
@@ -35,46 +36,17 @@ namespace cmn::server::testing {
 
 namespace fs = std::filesystem;
 
-inline std::string shared_path(const std::string& relative) { return std::string(CMN_SHARED_DIR) + "/" + relative; }
+using cmn::testing::chest;
+using cmn::testing::read_bytes;
+using cmn::testing::shared_path;
+using cmn::testing::write_bytes;
+
 inline std::string source_path(const std::string& relative) { return std::string(CMN_SOURCE_DIR) + "/" + relative; }
 
-inline std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot open " << path;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-inline void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-}
-
-// A chest radiograph from ../shared/data/dicom/chest.
-inline std::string chest(const std::string& name) { return read_bytes(shared_path("data/dicom/chest/" + name)); }
-
 // A directory for one test, removed afterwards; the pid keeps parallel ctest processes apart.
-class ScopedDir {
+class ScopedDir : public cmn::testing::ScopedDir {
  public:
-  explicit ScopedDir(const std::string& name)
-      : path_((fs::path(::testing::TempDir()) / ("cmn_server_test_" + std::to_string(::getpid()) + "_" + name))
-                  .string()) {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-    fs::create_directories(path_);
-  }
-  ~ScopedDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  ScopedDir(const ScopedDir&) = delete;
-  ScopedDir& operator=(const ScopedDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
+  explicit ScopedDir(const std::string& name) : cmn::testing::ScopedDir("cmn_server_test", name) {}
 };
 
 // The instance with the given attributes set (DCMTK; the transfer syntax is kept).
