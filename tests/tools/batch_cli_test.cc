@@ -21,6 +21,8 @@
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dctk.h"
 
+#include "common/run_command.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -32,28 +34,9 @@ fs::path temp(const std::string& name) {
   return fs::path(::testing::TempDir()) / (name + "_" + std::to_string(getpid()));
 }
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out, err;
-};
+using cmn::testing::RunResult;
 
-RunResult run(const std::string& command) {
-  static int calls = 0;
-  const fs::path err_file = temp("cmn_batch_stderr_" + std::to_string(++calls));
-  RunResult r;
-  FILE* pipe = popen((command + " 2>" + err_file.string()).c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::stringstream ss;
-  ss << std::ifstream(err_file).rdbuf();
-  r.err = ss.str();
-  fs::remove(err_file);
-  return r;
-}
+RunResult run(const std::string& command) { return cmn::testing::run_command(command, "cmn_batch"); }
 
 std::string slurp(const fs::path& p) {
   std::stringstream ss;

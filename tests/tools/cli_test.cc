@@ -14,38 +14,17 @@
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dctk.h"
 
+#include "common/run_command.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
 std::string shared(const std::string& rel) { return std::string(CMN_SHARED_DIR) + "/" + rel; }
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
+using cmn::testing::RunResult;
 
-RunResult run(const std::string& command) {
-  // One stderr file per process and call: ctest runs several of these tests at once in separate processes.
-  static int calls = 0;
-  const fs::path err_file = fs::path(::testing::TempDir()) /
-                            ("cmn_cli_stderr_" + std::to_string(getpid()) + "_" + std::to_string(++calls) + ".txt");
-  RunResult r;
-  FILE* pipe = popen((command + " 2>" + err_file.string()).c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream e(err_file);
-  std::stringstream ss;
-  ss << e.rdbuf();
-  r.err = ss.str();
-  fs::remove(err_file);
-  return r;
-}
+RunResult run(const std::string& command) { return cmn::testing::run_command(command, "cmn_cli"); }
 
 std::string parity_model_args() {
   return " --r2gencmn " + shared("parity/dev/model.pth") + " --args " + shared("parity/dev/config.json") +
