@@ -23,6 +23,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include "cmn/common/file_util.h"
 #include "cmn/v1/report_service.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -59,18 +60,6 @@ std::vector<std::string> collect(const std::vector<std::string>& paths) {
     }
   }
   return files;
-}
-
-// Temporary name beside the target, then rename: a reader never sees half a file.
-bool write_file_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out || !out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return false;
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  return !ec;
 }
 
 std::string json(const google::protobuf::Message& message) {
@@ -229,7 +218,7 @@ int main(int argc, char** argv) {
     for (const auto& map : response.attention_maps()) {
       char name[64];
       std::snprintf(name, sizeof(name), "s%02d_layer%d_view%d.png", map.sentence(), map.layer(), map.view());
-      if (!write_file_atomically((fs::path(attention_dir) / name).string(), map.png())) {
+      if (!cmn::write_file_atomically((fs::path(attention_dir) / name).string(), map.png()).ok()) {
         std::cerr << "cmn-client: cannot write '" << (fs::path(attention_dir) / name).string() << "'\n";
         return kExitInput;
       }

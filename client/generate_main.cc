@@ -31,6 +31,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cmn/common/file_util.h"
 #include "cmn/metrics/metrics.h"
 #include "cmn/metrics/references.h"
 #include "cmn/model/runtime.h"
@@ -168,17 +169,6 @@ std::vector<std::string> read_lines(const std::string& path) {
   return lines;
 }
 
-bool write_file_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << bytes;
-    out.flush();
-    if (!out.good()) return false;
-  }
-  return std::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
 int run_merge(const std::vector<std::string>& inputs, const std::string& output, bool force) {
   auto merged = cmn::pipeline::merge_outputs(inputs, output, force);
   if (!merged.ok()) {
@@ -257,7 +247,7 @@ void add_sr(const std::string& sr_dir, const ModelIdentity& id, nlohmann::json& 
   std::filesystem::create_directories(sr_dir, ec);
   const std::string path =
       (std::filesystem::path(sr_dir) / (cmn::pipeline::safe_file_name(line["id"].get<std::string>()) + ".dcm")).string();
-  if (!write_file_atomically(path, *sr)) {
+  if (!cmn::write_file_atomically(path, *sr).ok()) {
     line["sr_error"] = "cannot write '" + path + "'";
     return;
   }
@@ -388,7 +378,7 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
     j["scores"] = score_lines(all, references, generator.tokenizer(), generator.model()->config().max_seq_length);
   }
   std::cerr << "cmn-generate: summary: " << j.dump() << "\n";
-  if (!req.summary_path.empty() && !write_file_atomically(req.summary_path, j.dump(2) + "\n")) {
+  if (!req.summary_path.empty() && !cmn::write_file_atomically(req.summary_path, j.dump(2) + "\n").ok()) {
     std::cerr << "cmn-generate: cannot write '" << req.summary_path << "'\n";
     return kExitFailure;
   }
@@ -581,7 +571,7 @@ int main(int argc, char** argv) {
 
   if (output.empty()) {
     std::cout << lines.str();
-  } else if (!write_file_atomically(output, lines.str())) {
+  } else if (!cmn::write_file_atomically(output, lines.str()).ok()) {
     // Atomic: a reader never sees half a file, and an interrupted run leaves the old output in place.
     std::cerr << "cmn-generate: cannot write '" << output << "'\n";
     return kExitFailure;

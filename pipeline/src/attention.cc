@@ -12,26 +12,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cmn/common/file_util.h"
 #include "cmn/common/status_macros.h"
 
 namespace cmn::pipeline {
 namespace {
 
 constexpr int64_t kPatches = kPatchGrid * kPatchGrid;
-
-absl::Status write_atomically(const std::filesystem::path& path, const std::string& bytes) {
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << bytes;
-    out.flush();
-    if (!out.good()) return absl::InternalError(absl::StrCat("cannot write '", tmp.string(), "'"));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot rename '", tmp.string(), "': ", ec.message()));
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -145,10 +132,10 @@ absl::Status write_attention_maps(const std::string& dir, const std::vector<Atte
     }
     CMN_ASSIGN_OR_RETURN(auto png, render_attention_png(m, views[static_cast<size_t>(m.view)], image_options));
     const std::string name = absl::StrFormat("s%02d_layer%d_view%d.png", m.sentence, m.layer, m.view);
-    CMN_RETURN_IF_ERROR(write_atomically(fs::path(dir) / name, png));
+    CMN_RETURN_IF_ERROR(write_file_atomically((fs::path(dir) / name).string(), png));
     index.push_back({{"sentence", m.sentence}, {"text", m.text}, {"layer", m.layer}, {"view", m.view}, {"file", name}});
   }
-  return write_atomically(fs::path(dir) / "sentences.json", index.dump(1) + "\n");
+  return write_file_atomically((fs::path(dir) / "sentences.json").string(), index.dump(1) + "\n");
 }
 
 }  // namespace cmn::pipeline

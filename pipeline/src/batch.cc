@@ -22,6 +22,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "cmn/common/file_util.h"
 #include "cmn/common/status_macros.h"
 #include "cmn/pipeline/attention.h"
 
@@ -86,20 +87,6 @@ bool is_image_file(const std::string& path) {
 }
 
 std::string status_code_name(absl::StatusCode code) { return absl::StatusCodeToString(code); }
-
-absl::Status write_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << bytes;
-    out.flush();
-    if (!out.good()) return absl::InternalError(absl::StrCat("cannot write '", tmp, "'"));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename '", tmp, "' to '", path, "'"));
-  }
-  return absl::OkStatus();
-}
 
 nlohmann::json model_json(const ModelIdentity& id) {
   return {{"name", id.name}, {"version", id.version}, {"digest", id.digest}, {"untrained", id.untrained}};
@@ -527,7 +514,7 @@ std::string keys_file_for(const std::string& output) { return output + ".keys.js
 
 absl::Status write_keys_file(const std::string& output, const Shard& shard, const std::vector<std::string>& keys) {
   nlohmann::json j = {{"shard", shard.text()}, {"keys", keys}};
-  return write_atomically(keys_file_for(output), j.dump() + "\n");
+  return write_file_atomically(keys_file_for(output), j.dump() + "\n");
 }
 
 // ---- the run --------------------------------------------------------------------------------------------
@@ -721,7 +708,7 @@ absl::StatusOr<MergeResult> merge_outputs(const std::vector<std::string>& inputs
     if (p.rfind("note:", 0) != 0 && p.find("torn last line") == std::string::npos) result.ok = false;
   }
   if (missing > 0) result.ok = false;
-  if (result.ok || force) CMN_RETURN_IF_ERROR(write_atomically(output, merged));
+  if (result.ok || force) CMN_RETURN_IF_ERROR(write_file_atomically(output, merged));
   return result;
 }
 
