@@ -105,8 +105,9 @@ int main(int argc, char** argv) {
     cmn::model::set_threads(static_cast<int>(a.threads));
     const torch::Device device(a.device);
     if (device.is_cuda() && !torch::cuda::is_available()) {
-      std::cerr << "cmn-bench: --device " << a.device << " but CUDA is not available in this LibTorch\n";
-      return 1;
+      std::cerr << "cmn-bench: --device " << a.device
+                << ": CUDA is not available (this LibTorch was built without CUDA, or no GPU is visible)\n";
+      return 2;
     }
     auto config = cmn::model::read_model_config(a.args_json);
     auto model = cmn::model::load_r2gencmn(a.checkpoint, config);
@@ -157,31 +158,19 @@ int main(int argc, char** argv) {
     if (a.max_length) options.max_length = *a.max_length;
     if (!a.method.empty()) options.method = a.method;
 
-    auto sync = [&] {
-      if (device.is_cuda()) torch::cuda::synchronize();
-    };
     std::vector<double> visual, encode, decode, total;
     int64_t steps = 0;
     c10::InferenceMode guard;
     for (int64_t r = 0; r < a.repeat + 1; ++r) {  // run 0 warms up (folding, allocator, caches)
-      sync();
-      const double t0 = now_s();
-      auto feats = model->extract(images);
-      sync();
-      const double t1 = now_s();
-      auto memory = model->encoder_decoder->encode(feats.att);
-      sync();
-      const double t2 = now_s();
-      cmn::model::CmnStepModel stepper(*model->encoder_decoder, memory);
-      auto result = cmn::model::decode(stepper, options);
-      sync();
-      const double t3 = now_s();
+      // The one inference pass (R2GenCMNImpl::infer) with its own stage timings (synchronised on CUDA).
+      auto pass = model->infer(images, options);
+      const auto& result = pass.decoded;
       if (r == 0) continue;
       steps = result.steps;
-      visual.push_back(t1 - t0);
-      encode.push_back(t2 - t1);
-      decode.push_back(t3 - t2);
-      total.push_back(t3 - t0);
+      visual.push_back(pass.visual_s);
+      encode.push_back(pass.encode_s);
+      decode.push_back(pass.decode_s);
+      total.push_back(pass.visual_s + pass.encode_s + pass.decode_s);
     }
     const double pre = preprocess.empty() ? 0.0 : median(preprocess);
     std::ostringstream json;

@@ -38,6 +38,7 @@
 #include "cmn/pipeline/annotation.h"
 #include "cmn/pipeline/batch.h"
 #include "cmn/pipeline/bundle.h"
+#include "cmn/pipeline/model_loader.h"
 #include "cmn/pipeline/dicom_sr.h"
 #include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
@@ -49,43 +50,6 @@ using cmn::pipeline::ReportGenerator;
 
 // Exit codes: 0 every study reported; 1 a study or the model failed; 2 bad command line.
 constexpr int kExitFailure = 1;
-
-std::optional<ReportGenerator> load_from_checkpoint(const std::string& pth, const std::string& args,
-                                                    const std::string& annotation_path) {
-  auto config = cmn::model::read_model_config(args);
-  auto annotation = cmn::pipeline::read_annotation(annotation_path);
-  if (!annotation.ok()) {
-    std::cerr << "cmn-generate: " << annotation.status().message() << "\n";
-    return std::nullopt;
-  }
-  std::vector<std::string> reports;
-  for (const auto& e : annotation->train) reports.push_back(e.report);
-  auto tokenizer = cmn::model::Tokenizer::build(
-      reports, cmn::model::cleaning_rule_for_dataset(config.dataset_name), static_cast<int>(config.threshold));
-  config.vocab_size = tokenizer.vocab_size();
-  auto model = cmn::model::load_r2gencmn(pth, config);
-  ModelIdentity identity;
-  identity.name = std::filesystem::path(pth).stem().string();
-  auto digest = cmn::pipeline::sha256_file(pth);
-  if (digest.ok()) identity.digest = "sha256:" + *digest;
-  return ReportGenerator(std::move(model), std::move(tokenizer), identity);
-}
-
-// `allowed_modalities` receives the bundle's preprocessing.allowed_modalities.
-std::optional<ReportGenerator> load_from_bundle(const std::string& dir, std::vector<std::string>& allowed_modalities) {
-  auto bundle = cmn::pipeline::load_bundle(dir);
-  if (!bundle.ok()) {
-    std::cerr << "cmn-generate: " << bundle.status().message() << "\n";
-    return std::nullopt;
-  }
-  ModelIdentity identity;
-  identity.name = bundle->info.name;
-  identity.version = bundle->info.version;
-  identity.digest = bundle->info.digest;
-  identity.untrained = bundle->info.untrained;
-  allowed_modalities = bundle->info.allowed_modalities;
-  return ReportGenerator(std::move(bundle->model), std::move(bundle->tokenizer), identity);
-}
 
 nlohmann::json model_json(const ModelIdentity& id) {
   return {{"name", id.name}, {"version", id.version}, {"digest", id.digest}, {"untrained", id.untrained}};
@@ -344,7 +308,7 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
   // 3. The run.
   pl::BatchOptions batch;
   batch.generator = options;
-  batch.study.views = generator.model()->config().effective_views();
+  batch.study.views = generator.config().effective_views();
   batch.study.allowed_modalities = req.modalities;
   batch.study.image = options.image;
   batch.read_ahead = req.read_ahead;
@@ -375,7 +339,7 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
   // 4. Scores against the annotation's reports (the whole output, so a resumed run scores everything).
   if (!references.empty()) {
     const auto all = req.output.empty() ? new_lines : read_lines(req.output);
-    j["scores"] = score_lines(all, references, generator.tokenizer(), generator.model()->config().max_seq_length);
+    j["scores"] = score_lines(all, references, generator.tokenizer(), generator.config().max_seq_length);
   }
   std::cerr << "cmn-generate: summary: " << j.dump() << "\n";
   if (!req.summary_path.empty() && !cmn::write_file_atomically(req.summary_path, j.dump(2) + "\n").ok()) {
@@ -401,6 +365,7 @@ int main(int argc, char** argv) {
   std::optional<std::string> sample_method;
   std::optional<double> temperature;
   int threads = 2;
+  std::string device = "cpu";
   int64_t batch_size = 8;
   bool overwrite = false, fail_on_error = false, no_read_ahead = false;
   auto* ckpt_opt = app.add_option("--r2gencmn", checkpoint, "R2GenCMN checkpoint (.pth, torch.save format)")
@@ -436,7 +401,9 @@ int main(int argc, char** argv) {
   app.add_option("--sample-method", sample_method, "beam_search | greedy | sample")
       ->check(CLI::IsMember({"beam_search", "greedy", "sample"}));
   app.add_option("--temperature", temperature, "sampling temperature")->check(CLI::PositiveNumber);
-  app.add_option("--threads", threads, "intra-op threads")->check(CLI::Range(1, 256));
+  app.add_option("--threads", threads, "intra-op threads (0 = the process's CPU budget: affinity, cgroup cpu.max)")
+      ->check(CLI::Range(0, 256));
+  app.add_option("--device", device, "where the model runs: cpu, cuda or cuda:N (needs a CUDA LibTorch)");
   app.add_option("--batch-size", batch_size, "studies decoded together")->check(CLI::Range(1, 256));
   app.add_option("--output", output,
                  "JSON lines file. --images: written atomically. --dicom/--manifest/--split: appended and synced "
@@ -510,19 +477,33 @@ int main(int argc, char** argv) {
   cmn::model::warn_if_slow_blas();
   cmn::model::set_threads(threads);
 
-  std::optional<ReportGenerator> generator;
-  try {
-    std::vector<std::string> bundle_modalities;
-    generator = checkpoint.empty() ? load_from_bundle(bundle_dir, bundle_modalities)
-                                   : load_from_checkpoint(checkpoint, args_json, annotation);
-    if (!bundle_modalities.empty() && modalities_opt->count() == 0) modalities = bundle_modalities;
-  } catch (const c10::Error& e) {
-    std::cerr << "cmn-generate: " << e.msg() << "\n";
+  // The one loader (bundle, or checkpoint + args + annotation), then a replica on the asked device.
+  cmn::pipeline::ModelSource source;
+  source.bundle = bundle_dir;
+  source.r2gencmn = checkpoint;
+  source.args = args_json;
+  source.annotation = checkpoint.empty() ? "" : annotation;
+  source.bundle_key = "--bundle";
+  source.r2gencmn_key = "--r2gencmn";
+  source.args_key = "--args";
+  source.annotation_key = "--annotation";
+  auto loaded = cmn::pipeline::load_model(source);
+  if (!loaded.ok()) {
+    std::cerr << "cmn-generate: " << loaded.status().message() << "\n";
     return kExitFailure;
   }
-  if (!generator) return kExitFailure;
+  if (!bundle_dir.empty() && !loaded->info.allowed_modalities.empty() && modalities_opt->count() == 0) {
+    modalities = loaded->info.allowed_modalities;
+  }
+  auto replica = cmn::engine::Replica::create(loaded->model, device);
+  if (!replica.ok()) {
+    std::cerr << "cmn-generate: --device: " << replica.status().message() << "\n";
+    return 2;
+  }
+  std::optional<ReportGenerator> generator;
+  generator.emplace(std::move(*replica));
 
-  const auto& config = generator->model()->config();
+  const auto& config = generator->config();
   cmn::pipeline::GeneratorOptions options;
   options.decoding = cmn::model::decoding_options_from(config);
   if (beam_size) options.decoding.beam_size = *beam_size;

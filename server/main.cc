@@ -58,8 +58,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   cmn::model::warn_if_slow_blas();
-  cmn::model::set_threads(config->model.threads > 0 ? config->model.threads
-                                                    : static_cast<int>(std::thread::hardware_concurrency()));
+  cmn::model::set_threads(config->model.threads);  // 0 = the process's CPU budget (affinity, cgroup cpu.max)
 
   auto model = cmn::server::load_serving_model(config->model);
   if (!model.ok()) {

@@ -1,5 +1,10 @@
 #include "cmn/model/r2gencmn.h"
 
+#include <algorithm>
+#include <chrono>
+
+#include <torch/cuda.h>
+
 #include "cmn/model/checkpoint.h"
 
 namespace cmn::model {
@@ -21,11 +26,72 @@ torch::Tensor R2GenCMNImpl::forward(const torch::Tensor& images, const torch::Te
   return encoder_decoder->forward(feats.att, targets);
 }
 
+namespace {
+using Clock = std::chrono::steady_clock;
+// Stage times are wall times; on CUDA the stage's kernels must have finished first.
+double seconds_since(Clock::time_point start, const torch::Tensor& on) {
+  if (on.defined() && on.is_cuda()) torch::cuda::synchronize();
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+}  // namespace
+
+PassResult R2GenCMNImpl::infer(const torch::Tensor& images, const DecodingOptions& options, const PassHooks& hooks) {
+  const auto start = Clock::now();
+  auto feats = extract(images);                                              // att [B,V*49,2048]
+  const double visual_s = seconds_since(start, feats.att);
+  if (hooks.after_visual) hooks.after_visual();
+  PassResult result = infer_features(feats.att, options, hooks);
+  result.visual_s = visual_s;
+  return result;
+}
+
+PassResult R2GenCMNImpl::infer_features(const torch::Tensor& att, const DecodingOptions& options,
+                                        const PassHooks& hooks) {
+  PassResult result;
+  auto start = Clock::now();
+  result.memory = encoder_decoder->encode(att);                              // [B,S,d]
+  result.encode_s = seconds_since(start, result.memory);
+  start = Clock::now();
+  CmnStepModel decoder(*encoder_decoder, result.memory);
+  if (hooks.wrap_decoder) {
+    auto wrapped = hooks.wrap_decoder(decoder);
+    result.decoded = decode(*wrapped, options);
+  } else {
+    result.decoded = decode(decoder, options);
+  }
+  result.decode_s = seconds_since(start, result.memory);
+  return result;
+}
+
 DecodeResult R2GenCMNImpl::generate(const torch::Tensor& images, const DecodingOptions& options) {
-  auto feats = extract(images);
-  auto memory = encoder_decoder->encode(feats.att);  // [B,S,d]
-  CmnStepModel stepper(*encoder_decoder, memory);
-  return decode(stepper, options);
+  return infer(images, options).decoded;
+}
+
+std::vector<torch::Tensor> decoder_cross_attention(BaseCMNImpl& model, const torch::Tensor& memory,
+                                                   const std::vector<std::vector<int64_t>>& ids) {
+  const int64_t b = static_cast<int64_t>(ids.size());
+  size_t longest = 0;
+  for (const auto& s : ids) longest = std::max(longest, s.size());
+  CmnStepModel stepper(model, memory, /*keep_attention=*/true);
+  std::vector<std::vector<torch::Tensor>> steps(ids.size());                  // [study][t] -> [layers,S]
+  const auto on = torch::TensorOptions().dtype(torch::kLong).device(memory.device());
+  auto tokens = torch::zeros({b}, on);                                        // bos = 0
+  for (size_t t = 0; t < longest; ++t) {
+    stepper.step(tokens);
+    const auto& kept = stepper.cache().cross_attention;                       // per layer [B,h,S]
+    auto per_layer = torch::stack(kept).mean(2);                              // [layers,B,S]
+    std::vector<int64_t> next(static_cast<size_t>(b), 0);
+    for (int64_t s = 0; s < b; ++s) {
+      const auto& seq = ids[static_cast<size_t>(s)];
+      if (t >= seq.size()) continue;  // this study ended: its row keeps running on pads, unused
+      steps[static_cast<size_t>(s)].push_back(per_layer.select(1, s));       // [layers,S]
+      next[static_cast<size_t>(s)] = seq[t];
+    }
+    tokens = torch::tensor(next, torch::kLong).to(memory.device());           // [B]
+  }
+  std::vector<torch::Tensor> out;
+  for (auto& s : steps) out.push_back(s.empty() ? torch::Tensor() : torch::stack(s, 1));  // [layers,T,S]
+  return out;
 }
 
 void R2GenCMNImpl::reset_inference_cache() {

@@ -1,9 +1,15 @@
 #include "cmn/model/runtime.h"
 
 #include <dlfcn.h>
+#include <sched.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
 
 #include <ATen/Parallel.h>
 
@@ -46,8 +52,58 @@ bool warn_if_slow_blas() {
   return false;
 }
 
-void set_threads(int n) {
-  if (n > 0) at::set_num_threads(n);
+int cpus_from_cgroup_cpu_max(const std::string& line) {
+  std::istringstream in(line);
+  std::string quota;
+  long long period = 0;
+  if (!(in >> quota >> period) || period <= 0 || quota == "max") return 0;
+  long long q = 0;
+  try {
+    q = std::stoll(quota);
+  } catch (const std::exception&) {
+    return 0;
+  }
+  if (q <= 0) return 0;
+  return static_cast<int>((q + period - 1) / period);  // 1.5 CPUs of quota -> 2 threads
 }
+
+namespace {
+
+// The cgroup v2 cpu.max of this process's cgroup ("0::/path" in /proc/self/cgroup); its parents may limit it
+// further, so every level up to the root is read and the smallest limit wins.
+int cgroup_cpu_limit() {
+  std::ifstream cgroup("/proc/self/cgroup");
+  std::string line, path;
+  while (std::getline(cgroup, line)) {
+    if (line.rfind("0::", 0) == 0) path = line.substr(3);
+  }
+  if (path.empty()) return 0;
+  int limit = 0;
+  for (std::filesystem::path p = path;; p = p.parent_path()) {
+    std::ifstream max(std::filesystem::path("/sys/fs/cgroup") / p.relative_path() / "cpu.max");
+    std::string content;
+    if (max && std::getline(max, content)) {
+      const int cpus = cpus_from_cgroup_cpu_max(content);
+      if (cpus > 0) limit = limit == 0 ? cpus : std::min(limit, cpus);
+    }
+    if (p == p.root_path() || p.empty() || !p.has_relative_path()) break;
+  }
+  return limit;
+}
+
+}  // namespace
+
+int cpu_budget() {
+  int cpus = 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = CPU_COUNT(&set);
+  if (cpus <= 0) cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int quota = cgroup_cpu_limit();
+  if (quota > 0) cpus = std::min(cpus, quota);
+  return std::max(1, cpus);
+}
+
+void set_threads(int n) { at::set_num_threads(n > 0 ? n : cpu_budget()); }
 
 }  // namespace cmn::model

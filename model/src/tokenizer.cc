@@ -293,4 +293,28 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   return txt;
 }
 
+std::vector<std::string> Tokenizer::words(const std::vector<int64_t>& ids) const {
+  std::vector<std::string> out;
+  for (int64_t id : ids) {
+    if (id <= 0) break;
+    out.push_back(id <= vocab_size() ? idx2token_[static_cast<size_t>(id - 1)] : "<unk>");
+  }
+  return out;
+}
+
+std::vector<std::string> split_sentences(const std::vector<std::string>& words) {
+  std::vector<std::string> sentences;
+  std::string current;
+  for (const auto& w : words) {
+    if (!current.empty()) current += ' ';
+    current += w;
+    if (w == ".") {
+      sentences.push_back(std::move(current));
+      current.clear();
+    }
+  }
+  if (!current.empty()) sentences.push_back(std::move(current));
+  return sentences;
+}
+
 }  // namespace cmn::model

@@ -22,19 +22,19 @@ constexpr int64_t kPatches = kPatchGrid * kPatchGrid;
 
 }  // namespace
 
-absl::StatusOr<std::vector<AttentionMap>> sentence_attention_maps(const StudyReport& report,
+absl::StatusOr<std::vector<AttentionMap>> sentence_attention_maps(const std::vector<int64_t>& token_ids,
+                                                                  const engine::TokenAttention& att,  // [layers,T,S]
                                                                   const model::Tokenizer& tokenizer,
                                                                   int64_t views) {
-  const auto& att = report.token_attention;  // [layers,T,S]
-  if (!att.defined()) {
-    if (report.token_ids.empty()) return std::vector<AttentionMap>{};
+  if (att.empty()) {
+    if (token_ids.empty()) return std::vector<AttentionMap>{};
     return absl::FailedPreconditionError("report was generated without attention capture (GeneratorOptions::attention)");
   }
-  if (att.dim() != 3 || att.size(1) != static_cast<int64_t>(report.token_ids.size()) ||
-      att.size(2) != views * kPatches) {
-    return absl::InvalidArgumentError(absl::StrCat("token attention ", c10::str(att.sizes()), " does not fit ",
-                                                   report.token_ids.size(), " tokens x ", views, " views x ",
-                                                   kPatches, " patches"));
+  if (att.tokens != static_cast<int64_t>(token_ids.size()) || att.patches != views * kPatches ||
+      att.values.size() != static_cast<size_t>(att.layers * att.tokens * att.patches)) {
+    return absl::InvalidArgumentError(absl::StrCat("token attention [", att.layers, ",", att.tokens, ",", att.patches,
+                                                   "] does not fit ", token_ids.size(), " tokens x ", views,
+                                                   " views x ", kPatches, " patches"));
   }
   const auto& words = tokenizer.tokens();
   auto word = [&](int64_t id) -> std::string {
@@ -43,32 +43,35 @@ absl::StatusOr<std::vector<AttentionMap>> sentence_attention_maps(const StudyRep
   // Sentences: runs of tokens ending with "." (a trailing run without one is a sentence too).
   std::vector<std::pair<int64_t, int64_t>> spans;  // [first, last)
   int64_t first = 0;
-  const int64_t n = static_cast<int64_t>(report.token_ids.size());
+  const int64_t n = static_cast<int64_t>(token_ids.size());
   for (int64_t t = 0; t < n; ++t) {
-    if (word(report.token_ids[static_cast<size_t>(t)]) == "." || t == n - 1) {
+    if (word(token_ids[static_cast<size_t>(t)]) == "." || t == n - 1) {
       spans.emplace_back(first, t + 1);
       first = t + 1;
     }
   }
-  auto cpu = att.to(torch::kCPU, torch::kFloat).contiguous();  // [layers,T,S]
   std::vector<AttentionMap> maps;
   for (size_t s = 0; s < spans.size(); ++s) {
     const auto [a, b] = spans[s];
     std::string text;
     for (int64_t t = a; t < b; ++t) {
       if (!text.empty()) text += ' ';
-      text += word(report.token_ids[static_cast<size_t>(t)]);
+      text += word(token_ids[static_cast<size_t>(t)]);
     }
-    auto mean = cpu.narrow(1, a, b - a).mean(1).contiguous();  // [layers,S]
-    for (int64_t l = 0; l < mean.size(0); ++l) {
+    for (int64_t l = 0; l < att.layers; ++l) {
       for (int64_t v = 0; v < views; ++v) {
-        auto block = mean[l].narrow(0, v * kPatches, kPatches).contiguous();  // [49]
         AttentionMap m;
         m.sentence = static_cast<int64_t>(s);
         m.text = text;
         m.layer = l;
         m.view = v;
-        m.weights.assign(block.data_ptr<float>(), block.data_ptr<float>() + kPatches);
+        m.weights.assign(kPatches, 0.0f);
+        // Mean over the sentence's tokens of this layer's row, this view's 49 patches.
+        for (int64_t p = 0; p < kPatches; ++p) {
+          double sum = 0;
+          for (int64_t t = a; t < b; ++t) sum += att.at(l, t, v * kPatches + p);
+          m.weights[static_cast<size_t>(p)] = static_cast<float>(sum / static_cast<double>(b - a));
+        }
         maps.push_back(std::move(m));
       }
     }

@@ -587,7 +587,7 @@ absl::StatusOr<BatchSummary> run_batch(ReportGenerator& generator, const std::ve
                            {"decode_s", r->times.decode_s}};
       if (gen.attention) {
         const std::string dir = (fs::path(options.attention_dir) / safe_file_name(studies[index + decoded[k]].key)).string();
-        auto maps = sentence_attention_maps(*r, generator.tokenizer(), options.study.views);
+        auto maps = sentence_attention_maps(r->token_ids, r->token_attention, generator.tokenizer(), options.study.views);
         absl::Status written = maps.ok() ? write_attention_maps(dir, *maps, images[k], gen.image) : maps.status();
         if (written.ok()) {
           p.line["attention_dir"] = dir;

@@ -1,4 +1,5 @@
 #include "cmn/pipeline/bundle.h"
+#include "cmn/pipeline/model_loader.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -426,20 +427,6 @@ std::string emit_model_yaml(const BundleInfo& info) {
 }
 
 // --- shared by import and init --------------------------------------------------------------------------
-
-// The reference rebuilds the vocabulary from the train split's reports; val/test must not leak into it.
-absl::StatusOr<model::Tokenizer> tokenizer_from_annotation(const std::string& path, model::CleaningRule rule,
-                                                            int threshold) {
-  CMN_ASSIGN_OR_RETURN(const Annotation annotation, read_annotation(path));
-  std::vector<std::string> reports;
-  reports.reserve(annotation.train.size());
-  for (const AnnotationExample& example : annotation.train) reports.push_back(example.report);
-  try {
-    return model::Tokenizer::build(reports, rule, threshold);
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot build the vocabulary: ", e.what()));
-  }
-}
 
 // Which dtype a checkpoint stores its weights in (the first floating tensor decides).
 std::string stored_float_dtype(const model::StateDict& state_dict) {

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "cmn/pipeline/bundle.h"
+#include "cmn/pipeline/bundle_info.h"
 
 namespace cmn::server {
 

@@ -7,11 +7,7 @@
 #include <string>
 #include <utility>
 
-#include <ATen/Parallel.h>
-
 #include "absl/strings/str_cat.h"
-#include "cmn/model/encoder_decoder.h"
-#include "cmn/pipeline/report_generator.h"
 #include "cmn/server/metrics.h"
 
 namespace cmn::server {
@@ -19,7 +15,7 @@ namespace cmn::server {
 using Clock = std::chrono::steady_clock;
 
 struct Engine::Job {
-  torch::Tensor images;             // [V,3,H,W]
+  std::vector<preprocessing::FloatImage> images;  // the model's V views, each [3,H,W]
   model::DecodingOptions decoding;
   std::string batch_key;            // jobs with equal non-empty keys may share a batch; "" = alone
   Clock::time_point enqueued;
@@ -52,11 +48,6 @@ struct Engine::Job {
 
 namespace {
 
-// Thrown out of the decode loop when every study of the batch is gone; caught in run_batch.
-struct BatchAbandoned : std::exception {
-  const char* what() const noexcept override { return "every study of the batch was abandoned"; }
-};
-
 bool all_gone(const std::vector<std::shared_ptr<Engine::Job>>& jobs) {
   const auto now = Clock::now();
   return std::all_of(jobs.begin(), jobs.end(), [&](const auto& j) { return j->gone(now); });
@@ -77,105 +68,31 @@ std::string batch_key(const model::DecodingOptions& d) {
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// Wraps the model's StepModel between the search and the network:
-//  - before every step, stops the search (BatchAbandoned) when no study of the batch is wanted any more;
-//  - follows every row's tokens through select_rows, so that the tokens all hypotheses that can still win
-//    agree on (the common prefix of the live rows and of the finished ones) are streamed as they settle.
-class TrackingStepModel : public model::StepModel {
+// Steers a batch from the replica's thread: stops it when no study of it is wanted any more (deadline passed,
+// cancelled), and hands certain tokens to the studies that stream.
+class BatchObserver : public engine::StepObserver {
  public:
-  TrackingStepModel(model::StepModel& inner, const std::vector<std::shared_ptr<Engine::Job>>& jobs)
-      : inner_(inner), jobs_(jobs), finished_lcp_(jobs.size()), published_(jobs.size(), 0) {
-    track_ = std::any_of(jobs.begin(), jobs.end(), [](const auto& j) { return j->wants_progress; });
+  BatchObserver(const std::vector<std::shared_ptr<Engine::Job>>& jobs, const std::function<void(int64_t)>& hook)
+      : jobs_(jobs), hook_(hook) {}
+
+  bool keep_going(int64_t steps_done) override {
+    if (hook_) hook_(steps_done);
+    return !all_gone(jobs_);
   }
 
-  int64_t studies() const override { return inner_.studies(); }
-  int64_t steps() const { return steps_; }
-
-  torch::Tensor step(const torch::Tensor& tokens) override {
-    if (all_gone(jobs_)) throw BatchAbandoned();
-    if (track_) {
-      follow(tokens);
-      publish();
-    }
-    ++steps_;
-    return inner_.step(tokens);
-  }
-
-  void select_rows(const torch::Tensor& rows, int64_t rows_per_study) override {
-    if (track_) {
-      const auto idx = rows.to(torch::kCPU).contiguous();
-      const auto* p = idx.data_ptr<int64_t>();
-      std::vector<Row> next(static_cast<size_t>(idx.numel()));
-      for (size_t i = 0; i < next.size(); ++i) next[i] = rows_[static_cast<size_t>(p[i])];
-      rows_ = std::move(next);
-      rows_per_study_ = rows_per_study;
-    }
-    inner_.select_rows(rows, rows_per_study);
+  void on_stable_tokens(size_t study, const std::vector<int64_t>& stable, size_t new_from,
+                        int64_t steps_done) override {
+    if (jobs_[study]->abandoned.load()) return;
+    JobProgress progress;
+    progress.stable_ids = stable;
+    progress.new_from = new_from;
+    progress.step = steps_done;
+    jobs_[study]->push_progress(std::move(progress));
   }
 
  private:
-  struct Row {
-    std::vector<int64_t> ids;  // tokens after bos, up to (not including) the end token
-    bool finished = false;     // fed the end token
-  };
-
-  static void shrink_to_common(std::vector<int64_t>* prefix, const std::vector<int64_t>& other) {
-    size_t n = 0;
-    while (n < prefix->size() && n < other.size() && (*prefix)[n] == other[n]) ++n;
-    prefix->resize(n);
-  }
-
-  // tokens [rows]: the token each row consumes now (bos = 0 at the first step).
-  void follow(const torch::Tensor& tokens) {
-    const auto t = tokens.to(torch::kCPU).contiguous();
-    const auto* p = t.data_ptr<int64_t>();
-    if (steps_ == 0) {
-      rows_.assign(static_cast<size_t>(t.numel()), Row{});
-      rows_per_study_ = 1;
-      return;
-    }
-    for (size_t i = 0; i < rows_.size(); ++i) {
-      Row& row = rows_[i];
-      if (row.finished) continue;
-      if (p[i] != 0) {
-        row.ids.push_back(p[i]);
-        continue;
-      }
-      row.finished = true;
-      auto& lcp = finished_lcp_[i / static_cast<size_t>(rows_per_study_)];
-      if (lcp) {
-        shrink_to_common(&*lcp, row.ids);
-      } else {
-        lcp = row.ids;
-      }
-    }
-  }
-
-  void publish() {
-    const auto per = static_cast<size_t>(rows_per_study_);
-    for (size_t s = 0; s < jobs_.size(); ++s) {
-      if (!jobs_[s]->wants_progress || jobs_[s]->abandoned.load()) continue;
-      std::vector<int64_t> stable = rows_[s * per].ids;
-      for (size_t r = s * per + 1; r < (s + 1) * per; ++r) shrink_to_common(&stable, rows_[r].ids);
-      if (finished_lcp_[s]) shrink_to_common(&stable, *finished_lcp_[s]);
-      if (stable.size() <= published_[s]) continue;
-      JobProgress progress;
-      progress.new_from = published_[s];
-      progress.step = steps_;
-      published_[s] = stable.size();
-      progress.stable_ids = std::move(stable);
-      jobs_[s]->push_progress(std::move(progress));
-    }
-  }
-
-  model::StepModel& inner_;
   const std::vector<std::shared_ptr<Engine::Job>>& jobs_;
-  bool track_ = false;
-  std::vector<Row> rows_;
-  int64_t rows_per_study_ = 1;
-  std::vector<std::optional<std::vector<int64_t>>> finished_lcp_;  // per study
-  std::vector<size_t> published_;                                  // per study: stable tokens sent
-  int64_t steps_ = 0;
+  const std::function<void(int64_t)>& hook_;
 };
 
 }  // namespace
@@ -193,9 +110,8 @@ Engine::Slot::~Slot() {
   if (engine_ != nullptr) engine_->release_slot();
 }
 
-Engine::Engine(model::R2GenCMN model, const EngineOptions& options, Metrics* metrics)
-    : model_(std::move(model)), options_(options), metrics_(metrics) {
-  model_->eval();
+Engine::Engine(std::unique_ptr<engine::Replica> replica, const EngineOptions& options, Metrics* metrics)
+    : replica_(std::move(replica)), options_(options), metrics_(metrics) {
   worker_ = std::thread([this] { worker_loop(); });
 }
 
@@ -238,8 +154,8 @@ void Engine::publish_queue_depth_locked() {
   if (metrics_ != nullptr) metrics_->set_queue_depth(static_cast<int64_t>(queue_.size()));
 }
 
-absl::StatusOr<JobResult> Engine::run(const Slot& slot, torch::Tensor images, const model::DecodingOptions& decoding,
-                                      const JobControl& control) {
+absl::StatusOr<JobResult> Engine::run(const Slot& slot, std::vector<preprocessing::FloatImage> images,
+                                      const model::DecodingOptions& decoding, const JobControl& control) {
   if (slot.engine_ != this) return absl::FailedPreconditionError("request was not admitted by this engine");
   auto job = std::make_shared<Job>();
   job->images = std::move(images);
@@ -354,7 +270,6 @@ std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<st
 }
 
 void Engine::worker_loop() {
-  at::init_num_threads();  // this thread's OpenMP team takes the size set with at::set_num_threads
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
     auto batch = next_batch(lock);
@@ -367,80 +282,50 @@ void Engine::worker_loop() {
 
 void Engine::run_batch(const std::vector<std::shared_ptr<Job>>& batch) {
   const auto start = Clock::now();
-  const int batch_size = static_cast<int>(batch.size());
-  JobResult shared;
-  shared.batch_size = batch_size;
-  try {
-    c10::InferenceMode guard;
-    std::vector<torch::Tensor> views;
-    views.reserve(batch.size());
-    for (const auto& j : batch) views.push_back(j->images);
-    const auto images = torch::stack(views);                                  // [B,V,3,H,W]
-
-    auto t = Clock::now();
-    const auto features = model_->extract(images);                           // att [B,V*49,2048]
-    shared.visual_s = seconds(Clock::now() - t);
-    if (all_gone(batch)) throw BatchAbandoned();
-
-    t = Clock::now();
-    const auto memory = model_->encoder_decoder->encode(features.att);        // [B,S,d]
-    shared.encode_s = seconds(Clock::now() - t);
-
-    t = Clock::now();
-    model::CmnStepModel network(*model_->encoder_decoder, memory);
-    TrackingStepModel stepper(network, batch);
-    auto decoded = model::decode(stepper, batch.front()->decoding);
-    shared.decode_s = seconds(Clock::now() - t);
-    shared.decode_steps = decoded.steps;
-
-    if (metrics_ != nullptr) {
-      metrics_->observe_stage("visual", shared.visual_s);
-      metrics_->observe_stage("encode", shared.encode_s);
-      metrics_->observe_stage("decode", shared.decode_s);
-      metrics_->observe_batch(batch_size, decoded.steps);
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++stats_.batches;
-    }
-    // Studies that asked for attention maps last: their capture (one more visual + encoder pass each) must not
-    // delay the answers of their batch partners.
-    for (const bool with_attention : {false, true}) {
-      for (size_t i = 0; i < batch.size(); ++i) {
-        if (batch[i]->attention != with_attention) continue;
-        JobResult r = shared;
-        r.queue_s = seconds(start - batch[i]->enqueued);
-        if (metrics_ != nullptr) metrics_->observe_stage("queue", r.queue_s);
-        r.hypothesis = std::move(decoded.best[i]);
-        if (with_attention && !batch[i]->gone(Clock::now())) {
-          // On this thread: the model is not thread-safe and the encoder records its attention as it runs.
-          std::vector<int64_t> ids = r.hypothesis.ids;
-          if (!ids.empty() && ids.back() == 0) ids.pop_back();  // the end token's step is not plotted
-          auto captured = pipeline::capture_token_attention(model_, batch[i]->images.unsqueeze(0), {ids});
-          if (!captured.ok()) {
-            batch[i]->finish(captured.status());
-            continue;
-          }
-          r.token_attention = std::move((*captured)[0]);                    // [layers,T,V*49]
-        }
-        batch[i]->finish(std::move(r));
+  std::vector<std::vector<preprocessing::FloatImage>> studies;
+  std::vector<engine::StudyOptions> wants;
+  studies.reserve(batch.size());
+  for (const auto& j : batch) {
+    studies.push_back(j->images);
+    wants.push_back({j->attention, j->wants_progress});
+  }
+  BatchObserver observer(batch, step_hook_);
+  auto ran = replica_->run(studies, batch.front()->decoding, wants, &observer);
+  if (!ran.ok()) {
+    if (ran.status().code() == absl::StatusCode::kCancelled) {  // the observer stopped it: nobody wants it
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++stats_.abandoned_batches;
       }
+      if (metrics_ != nullptr) metrics_->count_abandoned_batch();
+      for (const auto& j : batch) j->finish(gone_status(*j));
+      return;
     }
+    for (const auto& j : batch) j->finish(ran.status());
     return;
-  } catch (const BatchAbandoned&) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++stats_.abandoned_batches;
-    }
-    if (metrics_ != nullptr) metrics_->count_abandoned_batch();
-    for (const auto& j : batch) j->finish(gone_status(*j));
-    return;
-  } catch (const c10::Error& e) {
-    const absl::Status failed = absl::InternalError(absl::StrCat("model failed: ", e.msg()));
-    for (const auto& j : batch) j->finish(failed);
-  } catch (const std::exception& e) {
-    const absl::Status failed = absl::InternalError(absl::StrCat("model failed: ", e.what()));
-    for (const auto& j : batch) j->finish(failed);
+  }
+  JobResult shared;
+  shared.batch_size = static_cast<int>(batch.size());
+  shared.visual_s = ran->visual_s;
+  shared.encode_s = ran->encode_s;
+  shared.decode_s = ran->decode_s + ran->attention_s;
+  shared.decode_steps = ran->steps;
+  if (metrics_ != nullptr) {
+    metrics_->observe_stage("visual", shared.visual_s);
+    metrics_->observe_stage("encode", shared.encode_s);
+    metrics_->observe_stage("decode", shared.decode_s);
+    metrics_->observe_batch(shared.batch_size, shared.decode_steps);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.batches;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    JobResult r = shared;
+    r.queue_s = seconds(start - batch[i]->enqueued);
+    if (metrics_ != nullptr) metrics_->observe_stage("queue", r.queue_s);
+    r.hypothesis = std::move(ran->studies[i]);
+    batch[i]->finish(std::move(r));
   }
 }
 

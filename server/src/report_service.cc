@@ -9,7 +9,6 @@
 #include <unordered_map>
 #include <utility>
 
-#include <c10/util/Exception.h>
 #include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
@@ -60,17 +59,12 @@ std::string safe_request_id(const std::string& id) {
 }
 
 // The decoded text: report, sentences, ids (without the end token), log-probs (when asked) and their sum.
-void fill_text(const model::Hypothesis& h, const model::Tokenizer& tokenizer, bool token_scores,
+void fill_text(const engine::StudyResult& h, const model::Tokenizer& tokenizer, bool token_scores,
                v1::GenerateReportResponse* response) {
   std::vector<int64_t> ids = h.ids;
   if (!ids.empty() && ids.back() == 0) ids.pop_back();
-  const auto& tokens = tokenizer.tokens();
-  std::vector<std::string> words;
-  for (int64_t id : ids) {
-    if (id == 0) break;
-    words.push_back(id <= static_cast<int64_t>(tokens.size()) ? tokens[static_cast<size_t>(id - 1)] : "<unk>");
-  }
-  response->set_report(tokenizer.decode(ids));
+  const std::vector<std::string> words = tokenizer.words(ids);
+  response->set_report(absl::StrJoin(words, " "));  // = tokenizer.decode(ids), without its throw on <unk>
   for (auto& s : split_sentences(words)) response->add_sentences(std::move(s));
   for (int64_t id : ids) response->add_token_ids(id);
   double log_prob = 0;
@@ -144,10 +138,8 @@ absl::StatusOr<model::DecodingOptions> resolve_decoding(const model::ModelConfig
   }
   if (o.temperature() > 0) d.temperature = o.temperature();
   if (o.seed() != 0) d.seed = o.seed();
-  try {
-    model::validate_decoding_options(d);
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat("decoding: ", e.msg()));
+  if (absl::Status valid = engine::validate_decoding(d); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("decoding: ", valid.message()));
   }
   return d;
 }
@@ -169,7 +161,7 @@ ReportServiceImpl::ReportServiceImpl(const ServingModel* model, Engine* engine, 
   model_info_.set_untrained(info.untrained);
   model_info_.set_intended_use(info.intended_use);
   model_info_.set_views(static_cast<int32_t>(info.config.effective_views()));
-  model_info_.set_vocab_size(static_cast<int32_t>(model_->tokenizer.vocab_size()));
+  model_info_.set_vocab_size(static_cast<int32_t>(model_->model->tokenizer().vocab_size()));
   std::vector<std::string> ignored;
   auto defaults = resolve_decoding(info.config, v1::DecodingOverrides(), options_.limits, &ignored);
   if (defaults.ok()) fill_settings(*defaults, model_info_.mutable_default_decoding());
@@ -201,17 +193,13 @@ grpc::Status ReportServiceImpl::GenerateReport(grpc::ServerContext* context, con
 grpc::Status ReportServiceImpl::StreamReport(grpc::ServerContext* context, const v1::GenerateReportRequest* request,
                                              grpc::ServerWriter<v1::StreamReportResponse>* writer) {
   const auto start = Clock::now();
-  const auto& tokens = model_->tokenizer.tokens();
+  const auto& tokenizer = model_->model->tokenizer();
   size_t sentences_sent = 0;
   auto on_progress = [&](const JobProgress& p) {
     v1::StreamReportResponse message;
     auto* progress = message.mutable_progress();
     for (size_t i = p.new_from; i < p.stable_ids.size(); ++i) progress->add_token_ids(p.stable_ids[i]);
-    std::vector<std::string> words;
-    for (int64_t id : p.stable_ids) {
-      words.push_back(id >= 1 && id <= static_cast<int64_t>(tokens.size()) ? tokens[static_cast<size_t>(id - 1)]
-                                                                             : "<unk>");
-    }
+    const std::vector<std::string> words = tokenizer.words(p.stable_ids);  // stable ids hold no 0
     progress->set_text(absl::StrJoin(words, " "));
     auto sentences = split_sentences(words);
     // Only sentences that are complete (end with ".") are final.
@@ -287,13 +275,11 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   if (metrics_ != nullptr) metrics_->observe_stage("preprocess", preprocess_ms / 1000.0);
   const int64_t views = static_cast<int64_t>(study.images.size());
   const int size = study_options_.image.size;
-  auto images = torch::empty({views, 3, size, size});                       // [V,3,H,W]
   for (int64_t v = 0; v < views; ++v) {
     const auto& image = study.images[static_cast<size_t>(v)];
     if (image.data.size() != static_cast<size_t>(3 * size * size)) {
       return absl::InternalError(absl::StrCat("preprocessing gave view ", v, " with ", image.data.size(), " values"));
     }
-    std::memcpy(images[v].data_ptr<float>(), image.data.data(), image.data.size() * sizeof(float));
   }
 
   // 4. The engine batches, encodes and decodes it.
@@ -302,17 +288,16 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   control.cancelled = [context] { return context->IsCancelled(); };
   control.on_progress = on_progress;
   control.attention = request.output().attention_maps();
-  CMN_ASSIGN_OR_RETURN(JobResult result, engine_->run(slot, std::move(images), decoding, control));
+  CMN_ASSIGN_OR_RETURN(JobResult result, engine_->run(slot, study.images, decoding, control));
 
   // 5. The response.
-  fill_text(result.hypothesis, model_->tokenizer, request.output().token_scores(), response);
+  fill_text(result.hypothesis, model_->model->tokenizer(), request.output().token_scores(), response);
   fill_study(study, request, response);
   if (request.output().attention_maps()) {
-    pipeline::StudyReport report;
-    report.token_ids.assign(response->token_ids().begin(), response->token_ids().end());
-    report.token_attention = result.token_attention;
+    const std::vector<int64_t> ids(response->token_ids().begin(), response->token_ids().end());
     CMN_ASSIGN_OR_RETURN(const std::vector<pipeline::AttentionMap> maps,
-                         pipeline::sentence_attention_maps(report, model_->tokenizer, views));
+                         pipeline::sentence_attention_maps(ids, result.hypothesis.attention, model_->model->tokenizer(),
+                                                           views));
     for (const auto& map : maps) {
       CMN_ASSIGN_OR_RETURN(std::string png, pipeline::render_attention_png(map, study.images[static_cast<size_t>(map.view)],
                                                                            study_options_.image));

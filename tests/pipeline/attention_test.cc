@@ -55,11 +55,14 @@ TEST(AttentionMaps, CaptureIsTheDecodingPassAndChangesNothing) {
   ASSERT_EQ(plain.size(), 2u);
   for (size_t s = 0; s < 2; ++s) {
     ASSERT_TRUE(plain[s].ok() && with[s].ok());
-    EXPECT_FALSE(plain[s]->token_attention.defined());  // off by default: nothing captured
+    EXPECT_TRUE(plain[s]->token_attention.empty());  // off by default: nothing captured
     EXPECT_EQ(with[s]->token_ids, plain[s]->token_ids);
     EXPECT_EQ(with[s]->report, plain[s]->report);
-    const auto& att = with[s]->token_attention;  // [layers,T,S]
-    ASSERT_TRUE(att.defined());
+    const auto& captured = with[s]->token_attention;
+    ASSERT_FALSE(captured.empty());
+    std::vector<float> values = captured.values;
+    const auto att = torch::from_blob(values.data(), {captured.layers, captured.tokens, captured.patches})
+                         .clone();                                         // [layers,T,S]
     const int64_t t = static_cast<int64_t>(with[s]->token_ids.size());
     ASSERT_EQ(att.sizes(), (std::vector<int64_t>{3, t, 4 * 49}));
     EXPECT_TRUE(torch::allclose(att.sum(-1), torch::ones({3, t}), 1e-5, 1e-5));  // softmax rows
@@ -77,11 +80,7 @@ TEST(AttentionMaps, CaptureIsTheDecodingPassAndChangesNothing) {
     std::vector<int64_t> seq = {0};
     seq.insert(seq.end(), with[s]->token_ids.begin(), with[s]->token_ids.end());
     seq.push_back(0);
-    auto& model = const_cast<cmn::model::R2GenCMN&>(generator.model());
-    // The server's path (its engine decoded the study): the same numbers from images and ids alone.
-    auto captured = cmn::pipeline::capture_token_attention(model, images, {with[s]->token_ids});
-    ASSERT_TRUE(captured.ok()) << captured.status();
-    EXPECT_TRUE(torch::allclose((*captured)[0], att, 1e-5, 1e-6));
+    cmn::model::R2GenCMN model(generator.replica().model().network());
     torch::NoGradGuard no_grad;
     auto att_feats = model->extract(images).att;                           // [1,196,2048]
     model->encoder_decoder->forward(att_feats, torch::tensor(seq).unsqueeze(0));
@@ -99,16 +98,20 @@ TEST(AttentionMaps, SentencesAverageTheirTokensPerLayerAndView) {
   cmn::model::Tokenizer tokenizer = cmn::model::Tokenizer::build({"heart normal . lungs clear ."},
                                                                  cmn::model::CleaningRule::kIuXray, 1);
   for (const char* w : {"heart", "normal", ".", "lungs", "clear"}) report.token_ids.push_back(tokenizer.id_of(w));
-  report.token_attention = torch::rand({2, 5, 2 * 49});                    // [layers,T,S]
-  auto maps = cmn::pipeline::sentence_attention_maps(report, tokenizer, 2);
+  const auto random = torch::rand({2, 5, 2 * 49});                         // [layers,T,S]
+  report.token_attention.layers = 2;
+  report.token_attention.tokens = 5;
+  report.token_attention.patches = 2 * 49;
+  report.token_attention.values.assign(random.data_ptr<float>(), random.data_ptr<float>() + random.numel());
+  auto maps = cmn::pipeline::sentence_attention_maps(report.token_ids, report.token_attention, tokenizer, 2);
   ASSERT_TRUE(maps.ok()) << maps.status();
   ASSERT_EQ(maps->size(), 2u * 2 * 2);  // sentences x layers x views
   const auto& m = (*maps)[7];            // sentence 1, layer 1, view 1: tokens 3..4, patches 49..97
   EXPECT_EQ(m.sentence, 1);
   EXPECT_EQ(m.text, "lungs clear");
   EXPECT_EQ((*maps)[0].text, "heart normal .");
-  auto want = report.token_attention[1].narrow(0, 3, 2).mean(0).narrow(0, 49, 49);
-  for (int i = 0; i < 49; ++i) EXPECT_FLOAT_EQ(m.weights[i], want[i].item<float>());
+  auto want = random[1].narrow(0, 3, 2).mean(0).narrow(0, 49, 49);
+  for (int i = 0; i < 49; ++i) EXPECT_NEAR(m.weights[i], want[i].item<float>(), 1e-6);
 
   // PNG: the hottest patch is red (JET's top) blended with the image, the coldest blue.
   cmn::preprocessing::FloatImage view;
@@ -125,8 +128,8 @@ TEST(AttentionMaps, SentencesAverageTheirTokensPerLayerAndView) {
   EXPECT_GT(hot[2], hot[0]);
   EXPECT_GT(cold[0], cold[2]);
 
-  report.token_attention = torch::Tensor();
-  EXPECT_EQ(cmn::pipeline::sentence_attention_maps(report, tokenizer, 2).status().code(),
+  report.token_attention = {};
+  EXPECT_EQ(cmn::pipeline::sentence_attention_maps(report.token_ids, report.token_attention, tokenizer, 2).status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
 

@@ -167,9 +167,8 @@ TEST(EngineTest, BatchesOnlyStudiesWithEqualDecodingSettings) {
   options.max_batch_size = 8;
   options.max_queue_delay_ms = 1500;
   Metrics metrics;
-  Engine engine(served.model, options, &metrics);
-  torch::manual_seed(3);
-  const auto images = torch::randn({2, 3, 224, 224});
+  Engine engine(replica_of(served), options, &metrics);
+  const auto images = noise_views(2, 3);
   model::DecodingOptions a;
   a.max_length = 3;
   model::DecodingOptions b = a;
@@ -202,13 +201,13 @@ TEST(EngineTest, ExpiredStudyIsNotDecoded) {
   const auto& served = untrained_model();
   EngineOptions options;
   Metrics metrics;
-  Engine engine(served.model, options, &metrics);
+  Engine engine(replica_of(served), options, &metrics);
   auto slot = engine.admit();
   ASSERT_TRUE(slot.ok());
   JobControl control;
   control.deadline = Clock::now() - std::chrono::milliseconds(1);
   model::DecodingOptions d;
-  const auto result = engine.run(*slot, torch::zeros({2, 3, 224, 224}), d, control);
+  const auto result = engine.run(*slot, noise_views(2, 0), d, control);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(metrics.render().find("cmn_batch_size_count 1"), std::string::npos) << "no batch should have run";
 }
@@ -216,7 +215,7 @@ TEST(EngineTest, ExpiredStudyIsNotDecoded) {
 TEST(EngineTest, StopRefusesNewWork) {
   const auto& served = untrained_model();
   Metrics metrics;
-  Engine engine(served.model, EngineOptions{}, &metrics);
+  Engine engine(replica_of(served), EngineOptions{}, &metrics);
   engine.stop();
   EXPECT_EQ(engine.admit().status().code(), absl::StatusCode::kUnavailable);
 }

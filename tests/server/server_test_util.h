@@ -13,6 +13,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -130,6 +131,26 @@ inline const ServingModel& untrained_model() {
     return loaded.ok() ? std::move(*loaded) : ServingModel{};
   }();
   return model;
+}
+
+// A CPU replica of a loaded model (the engine's only way to run it).
+inline std::unique_ptr<engine::Replica> replica_of(const ServingModel& served) {
+  auto replica = engine::Replica::create(served.model, "cpu");
+  EXPECT_TRUE(replica.ok()) << replica.status();
+  return replica.ok() ? std::move(*replica) : nullptr;
+}
+
+// `views` model inputs [3,224,224] of seeded normal noise.
+inline std::vector<preprocessing::FloatImage> noise_views(int views, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<preprocessing::FloatImage> out(static_cast<size_t>(views));
+  for (auto& image : out) {
+    image.height = image.width = 224;
+    image.data.resize(3 * 224 * 224);
+    for (auto& x : image.data) x = normal(rng);
+  }
+  return out;
 }
 
 // 127.0.0.1, any port, no metrics port, 1 torch thread, short batching delay.

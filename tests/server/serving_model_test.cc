@@ -25,7 +25,7 @@ TEST(ServingModelTest, LoadsAnR2GenCmnCheckpointWithItsArgsAndAnnotation) {
   ASSERT_TRUE(digest.ok());
   EXPECT_EQ(served->info.digest, "sha256:" + *digest);
   EXPECT_EQ(served->info.config.effective_views(), 4);
-  EXPECT_EQ(served->tokenizer.vocab_size(), 760);  // IU X-Ray, threshold 3 (DESIGN.md)
+  EXPECT_EQ(served->model->tokenizer().vocab_size(), 760);  // IU X-Ray, threshold 3 (DESIGN.md)
 }
 
 TEST(ServingModelTest, BadSourcesNameTheKeyAndTheFile) {

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "cmn/model/runtime.h"
 #include "cmn/pipeline/bundle.h"
+#include "cmn/pipeline/model_loader.h"
 #include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
 
@@ -13,22 +14,18 @@ namespace cmn::pacs {
 namespace {
 
 // The report's sentences exactly as cmn-server's response.sentences: its words (the decoded text is the words
-// joined by single spaces) through the same pipeline::split_sentences.
+// joined by single spaces) through the same model::split_sentences.
 std::vector<std::string> sentences_of(const std::string& report) {
   std::vector<std::string> words;
   std::istringstream in(report);
   for (std::string w; in >> w;) words.push_back(w);
-  return pipeline::split_sentences(words);
+  return model::split_sentences(words);
 }
 
 class Reporter : public InProcessReporter {
  public:
-  Reporter(pipeline::LoadedBundle bundle, const pipeline::SrOptions& sr)
-      : info_(bundle.info),
-        generator_(std::move(bundle.model), std::move(bundle.tokenizer),
-                   pipeline::ModelIdentity{bundle.info.name, bundle.info.version, bundle.info.digest,
-                                           bundle.info.untrained}),
-        sr_(sr) {
+  Reporter(pipeline::BundleInfo info, std::unique_ptr<engine::Replica> replica, const pipeline::SrOptions& sr)
+      : info_(std::move(info)), generator_(std::move(replica)), sr_(sr) {
     key_ = info_.version.empty() ? info_.name : absl::StrCat(info_.name, " ", info_.version);
     sr_.model_name = info_.name;
     sr_.model_version = info_.version;
@@ -82,9 +79,14 @@ class Reporter : public InProcessReporter {
 absl::StatusOr<std::unique_ptr<InProcessReporter>> InProcessReporter::load(const std::string& bundle_dir, int threads,
                                                                            const pipeline::SrOptions& sr) {
   if (threads > 0) model::set_threads(threads);
-  auto bundle = pipeline::load_bundle(bundle_dir);
-  if (!bundle.ok()) return bundle.status();
-  return std::unique_ptr<InProcessReporter>(new Reporter(std::move(*bundle), sr));
+  pipeline::ModelSource source;
+  source.bundle = bundle_dir;
+  source.bundle_key = "--bundle";
+  auto loaded = pipeline::load_model(source);
+  if (!loaded.ok()) return loaded.status();
+  auto replica = engine::Replica::create(loaded->model, "cpu");
+  if (!replica.ok()) return replica.status();
+  return std::unique_ptr<InProcessReporter>(new Reporter(std::move(loaded->info), std::move(*replica), sr));
 }
 
 }  // namespace cmn::pacs

@@ -386,9 +386,7 @@ EvalResult Trainer::evaluate(const std::string& split) {
       auto [targets, masks] = targets_for(data, examples);
       loss_sum += language_model_loss(model_->encoder_decoder->forward(att, targets), targets, masks).item<double>();
       ++loss_batches;
-      auto memory = model_->encoder_decoder->encode(att);  // [B,S,d]
-      model::CmnStepModel stepper(*model_->encoder_decoder, memory);
-      auto decoded = model::decode(stepper, decoding);
+      auto decoded = model_->infer_features(att, decoding).decoded;  // the one inference pass, trunk cached
       for (size_t i = 0; i < decoded.best.size(); ++i) {
         const auto& example = data.examples()[static_cast<size_t>(examples[i])];
         result.ids.push_back(example.id);

@@ -1,6 +1,9 @@
 #pragma once
 // BaseCMNModel (models/models.py): visual_extractor + encoder_decoder, the whole R2GenCMN network.
+#include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -11,6 +14,21 @@
 
 namespace cmn::model {
 
+// Hooks into the one inference pass (R2GenCMNImpl::infer), used by engine::Replica (observers, deadlines,
+// cancellation, streaming), the trainer's evaluation and cmn-bench.
+struct PassHooks {
+  // Called between the visual stage and the encoder; may throw to stop the pass.
+  std::function<void()> after_visual;
+  // Wraps the decoder's StepModel before the search uses it (e.g. to look at every step); may throw from step().
+  std::function<std::unique_ptr<StepModel>(StepModel&)> wrap_decoder;
+};
+
+struct PassResult {
+  DecodeResult decoded;
+  torch::Tensor memory;                          // [B,S,d] the encoder memory (attention maps replay over it)
+  double visual_s = 0, encode_s = 0, decode_s = 0;  // wall time of each stage
+};
+
 class R2GenCMNImpl : public torch::nn::Module {
  public:
   explicit R2GenCMNImpl(const ModelConfig& config);
@@ -19,7 +37,13 @@ class R2GenCMNImpl : public torch::nn::Module {
   VisualFeatures extract(const torch::Tensor& images);
   // images [B,V,3,224,224], targets [B,L] -> log-probs [B,L-1,V+1] (training forward)
   torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& targets);
-  // images -> decoded reports (ids); inference mode is the caller's job (c10::InferenceMode)
+  // THE inference pass: images [B,V,3,224,224] -> visual extractor -> encoder -> decode loop. Every inference
+  // caller goes through here; inference mode is the caller's job (c10::InferenceMode).
+  PassResult infer(const torch::Tensor& images, const DecodingOptions& options, const PassHooks& hooks = {});
+  // The same pass from visual features already computed (a trainer with a frozen, cached trunk):
+  // att [B,V*49,d_vf] -> encoder -> decode loop.
+  PassResult infer_features(const torch::Tensor& att, const DecodingOptions& options, const PassHooks& hooks = {});
+  // infer(images, options).decoded
   DecodeResult generate(const torch::Tensor& images, const DecodingOptions& options);
 
   // Forget weight-derived caches (folded batch norm, memory projections): call after changing weights.
@@ -35,8 +59,12 @@ class R2GenCMNImpl : public torch::nn::Module {
 };
 TORCH_MODULE(R2GenCMN);
 
-// Decoding defaults from the R2GenCMN args.
-DecodingOptions decoding_options_from(const ModelConfig& config);
+// The decoder's cross-attention (src_attn) for given token sequences: replays the incremental decoder once over
+// each study's ids (one row per study, no final eos) with the attention kept, over `memory` [B,S,d] -> per study
+// [layers, T_s, S] (heads averaged; undefined when T_s = 0). These are the decoding pass's own numbers for that
+// hypothesis (same memory, same prefixes, same incremental decoder).
+std::vector<torch::Tensor> decoder_cross_attention(BaseCMNImpl& model, const torch::Tensor& memory,
+                                                   const std::vector<std::vector<int64_t>>& token_ids);
 
 // Builds the network for `config` and loads an R2GenCMN checkpoint (.pth) into it, on the CPU in eval mode.
 // vocab_size 0 in `config` is taken from the checkpoint's logit layer; a different non-zero value is an

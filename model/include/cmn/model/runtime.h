@@ -17,7 +17,16 @@ BlasInfo active_blas();
 // Prints a loud multi-line warning to stderr when the active BLAS is not OpenBLAS; returns whether it is.
 bool warn_if_slow_blas();
 
-// Sets LibTorch's intra-op threads (Debian's build defaults to 1) and inter-op threads; n <= 0 keeps defaults.
+// The CPUs this process may really use: the smaller of its affinity mask (sched_getaffinity: taskset, cpusets)
+// and its cgroup v2 CPU quota (cpu.max "quota period", rounded up; "max" = no quota) — not the host's core
+// count: a pod limited to 2 CPUs on a 64-core node gets 2. At least 1.
+int cpu_budget();
+
+// The CPU count of a cgroup v2 cpu.max line ("200000 100000" -> 2, "150000 100000" -> 2, "max 100000" -> 0 = no
+// limit); 0 when unparsable.
+int cpus_from_cgroup_cpu_max(const std::string& line);
+
+// Sets LibTorch's intra-op threads (Debian's build defaults to 1); n <= 0 = cpu_budget().
 void set_threads(int n);
 
 }  // namespace cmn::model

@@ -30,6 +30,9 @@ class Tokenizer {
   std::vector<int64_t> encode(const std::string& report) const;
   // ids -> words joined by ' ', stopping at the first 0, as Tokenizer.decode.
   std::string decode(const std::vector<int64_t>& ids) const;
+  // The words of generated ids, stopping at the first 0; an id outside the vocabulary is "<unk>" (never throws:
+  // for responses and SRs). decode() joins the same words.
+  std::vector<std::string> words(const std::vector<int64_t>& ids) const;
 
   int64_t vocab_size() const { return static_cast<int64_t>(idx2token_.size()); }  // without id 0
   const std::vector<std::string>& tokens() const { return idx2token_; }            // tokens()[id - 1]
@@ -41,5 +44,9 @@ class Tokenizer {
   std::vector<std::string> idx2token_;
   std::unordered_map<std::string, int64_t> token2idx_;
 };
+
+// A report's sentences: words up to and including each "." word, joined by ' ' (a tail without "." is a sentence
+// too). The one splitter for the server's response.sentences, the SR's TEXT items, cmn-pacs and the CLIs.
+std::vector<std::string> split_sentences(const std::vector<std::string>& words);
 
 }  // namespace cmn::model

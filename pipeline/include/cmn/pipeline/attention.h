@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cmn/model/tokenizer.h"
-#include "cmn/pipeline/report_generator.h"
+#include "cmn/engine/replica.h"
 #include "cmn/preprocessing/image_pipeline.h"
 
 namespace cmn::pipeline {
@@ -28,10 +28,11 @@ struct AttentionMap {
   std::vector<float> weights;  // [kPatchGrid * kPatchGrid], row-major (y, x); mean over heads and tokens
 };
 
-// Splits the report into sentences at the "." token and averages report.token_attention over each
-// sentence's tokens. FailedPrecondition when the report was generated without GeneratorOptions::attention;
-// InvalidArgument when the patch axis is not views * 49.
-absl::StatusOr<std::vector<AttentionMap>> sentence_attention_maps(const StudyReport& report,
+// Splits the report (its token ids, without the end token) into sentences at the "." token and averages the
+// decoder's cross-attention over each sentence's tokens. FailedPrecondition when `attention` is empty (the report
+// was generated without attention capture); InvalidArgument when it does not fit the ids or views * 49 patches.
+absl::StatusOr<std::vector<AttentionMap>> sentence_attention_maps(const std::vector<int64_t>& token_ids,
+                                                                  const engine::TokenAttention& attention,
                                                                   const model::Tokenizer& tokenizer,
                                                                   int64_t views);
 

@@ -1,12 +1,15 @@
 #pragma once
-// Study (image files or a ready tensor) -> report text, shared by cmn-generate and, later, the server.
-// Catches model errors at this seam and returns absl::Status (STYLE.md: catch once, at the seam).
+// Study (image files or a ready tensor) -> report text, for cmn-generate and cmn-pacs (in process): fills
+// batches from files or decoded images and runs them through the engine's Replica (cmn/engine/replica.h), the
+// one inference path every caller shares. Errors come back as absl::Status.
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cmn/engine/model.h"
+#include "cmn/engine/replica.h"
 #include "cmn/model/decoding.h"
 #include "cmn/model/r2gencmn.h"
 #include "cmn/model/tokenizer.h"
@@ -14,13 +17,8 @@
 
 namespace cmn::pipeline {
 
-// What every output says about the model that wrote it.
-struct ModelIdentity {
-  std::string name = "r2gencmn";
-  std::string version;
-  std::string digest;       // "sha256:..." of a bundle, or of the checkpoint file
-  bool untrained = false;   // a randomly initialised model: its text is not a report
-};
+using ModelIdentity = engine::ModelIdentity;
+using model::split_sentences;
 
 struct StageTimes {
   double preprocess_s = 0, visual_s = 0, encode_s = 0, decode_s = 0;
@@ -32,11 +30,10 @@ struct StudyReport {
   double log_prob = 0.0;               // summed log-prob of the generated ids and the final 0 (if reached)
   double score = 0.0;                  // beam score (penalised when a length penalty is set)
   StageTimes times;                    // for the batch this study was decoded in
-  // Only with GeneratorOptions::attention: the decoder's cross-attention (src_attn) probabilities of the
-  // decoding pass for the chosen hypothesis, heads averaged: [layers, T, V*49], row t = the step that
-  // produced token_ids[t] (the final eos step is left out, as the reference's plot drops it). Undefined
-  // otherwise. Patch index s = view * 49 + y * 7 + x (att_feats order).
-  torch::Tensor token_attention;
+  // Only with GeneratorOptions::attention: the decoder's cross-attention (src_attn) of the decoding pass for
+  // the chosen hypothesis, heads averaged: [layers, T, V*49], row t = the step that produced token_ids[t] (the
+  // final eos step is left out, as the reference's plot drops it). Empty otherwise.
+  engine::TokenAttention token_attention;
 };
 
 struct GeneratorOptions {
@@ -44,14 +41,17 @@ struct GeneratorOptions {
   preprocessing::ImageOptions image;           // resize / normalisation (the reference test transform)
   int64_t batch_size = 8;                      // studies per visual-encoder batch and decode batch
   // Capture StudyReport::token_attention (attention maps). Off: decoding pays nothing for it. On: the
-  // chosen hypotheses are replayed once through the incremental decoder with attention kept (one row
-  // per study instead of beam_size), over the same encoder memory.
+  // engine replays only the decoder over the chosen hypotheses (one row per study), over the batch's kept
+  // encoder memory.
   bool attention = false;
 };
 
 class ReportGenerator {
  public:
+  // A CPU replica of the network.
   ReportGenerator(model::R2GenCMN model, model::Tokenizer tokenizer, ModelIdentity identity);
+  // Any replica (e.g. on a GPU: engine::Replica::create(model, "cuda")).
+  explicit ReportGenerator(std::unique_ptr<engine::Replica> replica);
 
   // Each study is `views` image paths (the model's view count). A bad image fails only its study, with a
   // status naming the file. Results are in input order.
@@ -69,9 +69,10 @@ class ReportGenerator {
                                                            const model::DecodingOptions& decoding,
                                                            bool attention = false);
 
-  const ModelIdentity& identity() const { return identity_; }
-  const model::R2GenCMN& model() const { return model_; }
-  const model::Tokenizer& tokenizer() const { return tokenizer_; }
+  const ModelIdentity& identity() const { return replica_->model().identity(); }
+  const model::Tokenizer& tokenizer() const { return replica_->model().tokenizer(); }
+  const model::ModelConfig& config() const { return replica_->model().config(); }
+  engine::Replica& replica() { return *replica_; }
 
  private:
   // Fills study s's input [V,3,H,W]; a non-OK status fails that study only.
@@ -80,28 +81,7 @@ class ReportGenerator {
   std::vector<absl::StatusOr<StudyReport>> generate_batched(size_t count, const StudyFiller& fill,
                                                             const GeneratorOptions& options);
 
-  model::R2GenCMN model_;
-  model::Tokenizer tokenizer_;
-  ModelIdentity identity_;
+  std::unique_ptr<engine::Replica> replica_;
 };
-
-// The decoder's cross-attention for given token sequences, as StudyReport::token_attention: runs the
-// incremental decoder once over each study's ids (one row per study, without the final eos) with the
-// cross-attention kept, over `memory` [B,S,d] -> per study [layers, T_s, S] (heads averaged; undefined when
-// T_s = 0). These are the decoding pass's own numbers for that hypothesis (same memory, same prefixes).
-// Throws c10::Error on shape errors (a seam function below catches them).
-std::vector<torch::Tensor> replay_token_attention(model::BaseCMNImpl& model, const torch::Tensor& memory,
-                                                  const std::vector<std::vector<int64_t>>& token_ids);
-
-// For a server whose own engine decoded the study: images [B,V,3,H,W] (model inputs) and each study's
-// generated ids -> per study [layers, T, V*49]. Recomputes the visual features and encoder memory (the
-// engine does not keep them), so it costs about one more encode plus a one-row decode; call it where the
-// model's other calls are serialised (the encoder records last_attention in eval mode).
-// Words of a decoded report split after each "." token, as the report text writes them: the server's
-// response.sentences, the SR's one TEXT item per sentence. A tail without "." is a sentence too.
-std::vector<std::string> split_sentences(const std::vector<std::string>& words);
-
-absl::StatusOr<std::vector<torch::Tensor>> capture_token_attention(model::R2GenCMN& model, const torch::Tensor& images,
-                                                                   const std::vector<std::vector<int64_t>>& token_ids);
 
 }  // namespace cmn::pipeline

@@ -1,13 +1,15 @@
 #pragma once
-// The serving engine: a bounded set of admitted requests, a FIFO queue, and one model worker that batches
-// waiting studies (as CTranslate2's ReplicaPool + batcher: one model replica, one thread calling forward).
+// The serving scheduler: a bounded set of admitted requests, a FIFO queue, and one worker thread that forms
+// batches of waiting studies and hands them to an engine::Replica (as CTranslate2's ReplicaPool + batcher: one
+// replica, one thread calling it). It knows nothing of the model's internals and includes no LibTorch header:
+// studies go in as preprocessing images, reports come back as ids; model errors arrive as absl::Status.
 //
 //   handler thread                         worker thread
 //   admit()  -> Slot (or RESOURCE_EXHAUSTED at once)
 //   DICOM -> images (outside the engine)
 //   run(images, decoding, control) ---->   waits up to max_queue_delay_ms for up to max_batch_size studies with
-//     waits; forwards progress;            the same decoding settings, then: visual encoder on the batch ->
-//     polls cancellation / deadline        encoder -> decode loop (all studies' beams step together).
+//     waits; forwards progress;            the same decoding settings, then Replica::run on the batch
+//     polls cancellation / deadline        (visual -> encoder -> decode loop, all studies' beams together).
 //   <- result or DEADLINE_EXCEEDED /       Between decode steps it checks every study's deadline and
 //      CANCELLED (slot freed at once)      abandonment; when every study of the batch is gone it stops.
 //
@@ -23,11 +25,10 @@
 #include <thread>
 #include <vector>
 
-#include <torch/torch.h>
-
 #include "absl/status/statusor.h"
-#include "cmn/model/decoding.h"
-#include "cmn/model/r2gencmn.h"
+#include "cmn/engine/replica.h"
+#include "cmn/model/decoding_options.h"
+#include "cmn/preprocessing/image_pipeline.h"
 #include "cmn/server/config.h"
 
 namespace cmn::server {
@@ -36,14 +37,14 @@ class Metrics;
 
 // What a finished study gets back.
 struct JobResult {
-  model::Hypothesis hypothesis;   // ids (ending with 0 unless max_length was hit) and their log-probs
+  // ids (ending with 0 unless max_length was hit), their log-probs, and with JobControl::attention the
+  // decoder's cross-attention for the chosen hypothesis (engine::TokenAttention: [layers, T, V*49], row t = the
+  // step that produced ids[t], the final end token's step left out).
+  engine::StudyResult hypothesis;
   double queue_s = 0;             // enqueued -> its batch started
   double visual_s = 0, encode_s = 0, decode_s = 0;  // of its batch
   int batch_size = 1;             // studies in its batch
   int64_t decode_steps = 0;       // decoder steps its batch ran
-  // Only with JobControl::attention: the decoder's cross-attention for the chosen hypothesis, heads averaged,
-  // [layers, T, V*49] with row t = the step that produced ids[t] (the final end token's step left out).
-  torch::Tensor token_attention;
 };
 
 // Tokens that became certain (see cmn.v1.ReportProgress), delivered on the caller's thread.
@@ -61,15 +62,15 @@ struct JobControl {
   // Called on the caller's thread for each progress event; returning false abandons the call (CANCELLED).
   // Empty = no progress tracking.
   std::function<bool(const JobProgress&)> on_progress;
-  // Capture JobResult::token_attention: after the batch decodes, the worker replays this study's chosen ids
-  // once with attention kept (pipeline::capture_token_attention; about one more visual + encoder pass).
+  // Capture JobResult::hypothesis.attention in the same pass (the replica replays only the decoder over the
+  // batch's kept encoder memory, one row for this study).
   bool attention = false;
 };
 
 class Engine {
  public:
-  // The engine owns the worker thread; `model` must be in eval mode and not used by any other thread.
-  Engine(model::R2GenCMN model, const EngineOptions& options, Metrics* metrics);
+  // The engine owns the worker thread, the only thread that calls `replica`.
+  Engine(std::unique_ptr<engine::Replica> replica, const EngineOptions& options, Metrics* metrics);
   ~Engine();  // stop()
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -93,10 +94,15 @@ class Engine {
   // RESOURCE_EXHAUSTED at once when max_pending requests are admitted; UNAVAILABLE after stop().
   absl::StatusOr<Slot> admit();
 
-  // Queues one study (images [V,3,H,W], the model's V) and blocks until it is decoded, its deadline passes,
-  // or it is cancelled. A model failure fails its batch (INTERNAL). The slot proves admission.
-  absl::StatusOr<JobResult> run(const Slot& slot, torch::Tensor images, const model::DecodingOptions& decoding,
-                                const JobControl& control);
+  // Queues one study (the model's V views in slot order, each [3,H,W]) and blocks until it is decoded, its
+  // deadline passes, or it is cancelled. A model failure fails its batch (INTERNAL). The slot proves admission.
+  absl::StatusOr<JobResult> run(const Slot& slot, std::vector<preprocessing::FloatImage> images,
+                                const model::DecodingOptions& decoding, const JobControl& control);
+
+  // Test seam: called on the worker thread after a batch's visual stage and before each decoder step
+  // (steps_done = steps run so far), before the engine checks whether the batch is still wanted. Tests hold a
+  // decode here (a latch) instead of guessing how long it takes. Set before the first run().
+  void set_step_hook(std::function<void(int64_t steps_done)> hook) { step_hook_ = std::move(hook); }
 
   // Finishes the queued and running studies, then stops the worker. Later admits get UNAVAILABLE.
   void stop();
@@ -120,8 +126,9 @@ class Engine {
   void withdraw(const std::shared_ptr<Job>& job);
   void publish_queue_depth_locked();
 
-  model::R2GenCMN model_;
+  std::unique_ptr<engine::Replica> replica_;
   EngineOptions options_;
+  std::function<void(int64_t)> step_hook_;
   Metrics* metrics_;
 
   mutable std::mutex mutex_;

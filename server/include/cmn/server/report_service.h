@@ -12,8 +12,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
-#include "cmn/model/decoding.h"
-#include "cmn/pipeline/report_generator.h"
+#include "cmn/engine/model.h"
+#include "cmn/model/decoding_options.h"
 #include "cmn/preprocessing/dicom.h"
 #include "cmn/server/auth.h"
 #include "cmn/server/config.h"
@@ -42,7 +42,7 @@ absl::StatusOr<model::DecodingOptions> resolve_decoding(const model::ModelConfig
                                                         std::vector<std::string>* warnings);
 
 // Words of the decoded report split after each "." token (one definition, shared with the SR writers).
-using pipeline::split_sentences;
+using model::split_sentences;
 
 class ReportServiceImpl final : public v1::ReportService::Service {
  public:

@@ -1,0 +1,213 @@
+// The one inference path (engine::Replica): what every caller relies on — a study's tokens do not depend on its
+// batch partners, the observer sees every step and can stop a batch, streamed tokens end as the report, attention
+// maps come from the same pass, bad input and an unavailable device are clear errors.
+#include "cmn/engine/replica.h"
+
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include "cmn/model/runtime.h"
+#include "cmn/pipeline/model_loader.h"
+#include "cmn/preprocessing/image_pipeline.h"
+
+namespace cmn::engine {
+namespace {
+
+std::string shared(const std::string& relative) { return std::string(CMN_SHARED_DIR) + "/" + relative; }
+
+// The R2GenCMN model of the parity fixtures (4 views), through the one loader.
+const std::shared_ptr<const Model>& parity_model() {
+  static const std::shared_ptr<const Model> model = [] {
+    model::set_threads(1);
+    pipeline::ModelSource source;
+    source.r2gencmn = shared("parity/dev/model.pth");
+    source.args = shared("parity/dev/config.json");
+    source.annotation = shared("data/iu_xray/annotation.json");
+    auto loaded = pipeline::load_model(source);
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    return loaded.ok() ? loaded->model : nullptr;
+  }();
+  return model;
+}
+
+// The fixture's two studies as preprocessing gives them (4 views each).
+std::vector<std::vector<preprocessing::FloatImage>> fixture_studies() {
+  std::vector<std::vector<preprocessing::FloatImage>> studies(2);
+  for (int s = 0; s < 2; ++s) {
+    for (int v = 0; v < 4; ++v) {
+      auto image = preprocessing::load_model_input(
+          shared("parity/dev/images/study" + std::to_string(s) + "_view" + std::to_string(v) + ".png"));
+      EXPECT_TRUE(image.ok()) << image.status();
+      studies[static_cast<size_t>(s)].push_back(image.ok() ? std::move(*image) : preprocessing::FloatImage{});
+    }
+  }
+  return studies;
+}
+
+model::DecodingOptions beam(int64_t beam_size, int64_t max_length) {
+  model::DecodingOptions d;
+  d.beam_size = beam_size;
+  d.max_length = max_length;
+  return d;
+}
+
+std::unique_ptr<Replica> cpu_replica() {
+  auto replica = Replica::create(parity_model(), "cpu");
+  EXPECT_TRUE(replica.ok()) << replica.status();
+  return replica.ok() ? std::move(*replica) : nullptr;
+}
+
+TEST(ReplicaTest, AStudysTokensDoNotDependOnItsBatchPartners) {
+  auto replica = cpu_replica();
+  ASSERT_NE(replica, nullptr);
+  const auto studies = fixture_studies();
+  for (int64_t beam_size : {1, 3}) {
+    auto together = replica->run(studies, beam(beam_size, 40));
+    ASSERT_TRUE(together.ok()) << together.status();
+    for (size_t s = 0; s < studies.size(); ++s) {
+      auto alone = replica->run({studies[s]}, beam(beam_size, 40));
+      ASSERT_TRUE(alone.ok()) << alone.status();
+      EXPECT_EQ(alone->studies[0].ids, together->studies[s].ids) << "study " << s << " beam " << beam_size;
+      ASSERT_EQ(alone->studies[0].token_log_probs.size(), together->studies[s].token_log_probs.size());
+      for (size_t t = 0; t < alone->studies[0].token_log_probs.size(); ++t) {
+        EXPECT_NEAR(alone->studies[0].token_log_probs[t], together->studies[s].token_log_probs[t], 1e-4);
+      }
+    }
+  }
+}
+
+// Records what the replica tells it; stops the batch before decoder step `stop_at` (-1 = never).
+class Recorder : public StepObserver {
+ public:
+  explicit Recorder(int64_t stop_at = -1) : stop_at_(stop_at) {}
+  bool keep_going(int64_t steps_done) override {
+    calls.push_back(steps_done);
+    return steps_done != stop_at_;
+  }
+  void on_stable_tokens(size_t study, const std::vector<int64_t>& stable, size_t new_from, int64_t) override {
+    if (study >= stable_by_study.size()) stable_by_study.resize(study + 1);
+    auto& seen = stable_by_study[study];
+    EXPECT_EQ(new_from, seen.size()) << "each call continues where the previous one ended";
+    EXPECT_TRUE(std::equal(seen.begin(), seen.end(), stable.begin())) << "stable tokens never change";
+    seen = stable;
+  }
+  std::vector<int64_t> calls;
+  std::vector<std::vector<int64_t>> stable_by_study;
+
+ private:
+  int64_t stop_at_;
+};
+
+TEST(ReplicaTest, ObserverSeesEveryStepAndStreamedTokensEndAsTheReport) {
+  auto replica = cpu_replica();
+  ASSERT_NE(replica, nullptr);
+  Recorder recorder;
+  const auto studies = fixture_studies();
+  auto result = replica->run(studies, beam(3, 40), {{false, true}, {false, false}}, &recorder);
+  ASSERT_TRUE(result.ok()) << result.status();
+  // After the visual stage (0), then before every decoder step (0, 1, ..., steps - 1).
+  ASSERT_EQ(recorder.calls.size(), static_cast<size_t>(result->steps) + 1);
+  EXPECT_EQ(recorder.calls[0], 0);
+  for (int64_t t = 0; t < result->steps; ++t) EXPECT_EQ(recorder.calls[static_cast<size_t>(t) + 1], t);
+  // Only study 0 asked for progress; what it was told is a prefix of its report (all of it when it ended).
+  ASSERT_GE(recorder.stable_by_study.size(), 1u);
+  if (recorder.stable_by_study.size() > 1) EXPECT_TRUE(recorder.stable_by_study[1].empty());
+  std::vector<int64_t> ids = result->studies[0].ids;
+  if (!ids.empty() && ids.back() == 0) ids.pop_back();
+  const auto& streamed = recorder.stable_by_study[0];
+  ASSERT_LE(streamed.size(), ids.size());
+  EXPECT_TRUE(std::equal(streamed.begin(), streamed.end(), ids.begin()));
+  EXPECT_GT(streamed.size(), 0u);
+}
+
+TEST(ReplicaTest, ObserverStopsTheBatchBetweenSteps) {
+  auto replica = cpu_replica();
+  ASSERT_NE(replica, nullptr);
+  Recorder recorder(/*stop_at=*/3);
+  auto result = replica->run(fixture_studies(), beam(3, 40), {}, &recorder);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(recorder.calls, (std::vector<int64_t>{0, 0, 1, 2, 3})) << "nothing ran after the stop";
+  // The replica is usable afterwards.
+  EXPECT_TRUE(replica->run(fixture_studies(), beam(3, 5)).ok());
+}
+
+TEST(ReplicaTest, AttentionComesFromTheSamePassAndChangesNothing) {
+  auto replica = cpu_replica();
+  ASSERT_NE(replica, nullptr);
+  const auto studies = fixture_studies();
+  auto plain = replica->run(studies, beam(3, 30));
+  auto with = replica->run(studies, beam(3, 30), {{true, false}, {false, false}});
+  ASSERT_TRUE(plain.ok() && with.ok());
+  for (size_t s = 0; s < 2; ++s) {
+    EXPECT_EQ(with->studies[s].ids, plain->studies[s].ids);
+    EXPECT_TRUE(plain->studies[s].attention.empty());
+  }
+  EXPECT_TRUE(with->studies[1].attention.empty()) << "only the study that asked";
+  const auto& a = with->studies[0].attention;
+  std::vector<int64_t> ids = with->studies[0].ids;
+  if (!ids.empty() && ids.back() == 0) ids.pop_back();
+  EXPECT_EQ(a.layers, 3);
+  EXPECT_EQ(a.tokens, static_cast<int64_t>(ids.size()));
+  EXPECT_EQ(a.patches, 4 * 49);
+  for (int64_t l = 0; l < a.layers; ++l) {
+    for (int64_t t = 0; t < a.tokens; ++t) {
+      double sum = 0;
+      for (int64_t p = 0; p < a.patches; ++p) sum += a.at(l, t, p);
+      EXPECT_NEAR(sum, 1.0, 1e-4) << "softmax rows";
+    }
+  }
+  EXPECT_GT(with->attention_s, 0.0);
+}
+
+TEST(ReplicaTest, BadInputIsInvalidArgumentNamingTheProblem) {
+  auto replica = cpu_replica();
+  ASSERT_NE(replica, nullptr);
+  auto studies = fixture_studies();
+  studies[1].pop_back();
+  auto wrong_views = replica->run(studies, beam(3, 5));
+  EXPECT_EQ(wrong_views.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong_views.status().message().find("study 1 has 3 images"), std::string::npos) << wrong_views.status();
+  studies = fixture_studies();
+  studies[0][2].data.resize(10);
+  EXPECT_EQ(replica->run(studies, beam(3, 5)).status().code(), absl::StatusCode::kInvalidArgument);
+  auto bad_beam = replica->run(fixture_studies(), beam(0, 5));
+  EXPECT_EQ(bad_beam.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_beam.status().message().find("beam_size"), std::string::npos) << bad_beam.status();
+  auto bad_options = replica->run(fixture_studies(), beam(3, 5), {{true, false}});
+  EXPECT_EQ(bad_options.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ReplicaTest, DeviceIsCheckedAtCreation) {
+  auto bad = Replica::create(parity_model(), "tpu:7");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("tpu:7"), std::string::npos);
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: the no-CUDA refusal cannot be seen here";
+  auto cuda = Replica::create(parity_model(), "cuda:0");
+  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(cuda.status().message().find("CUDA"), std::string::npos) << cuda.status();
+}
+
+// On a GPU host: the same ids as the CPU replica (skipped without one; CI has none).
+TEST(ReplicaCudaTest, SameReportsAsTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto gpu = Replica::create(parity_model(), "cuda");
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  auto cpu = cpu_replica();
+  const auto studies = fixture_studies();
+  auto a = cpu->run(studies, beam(3, 60));
+  auto b = (*gpu)->run(studies, beam(3, 60));
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (size_t s = 0; s < studies.size(); ++s) {
+    EXPECT_EQ(a->studies[s].ids, b->studies[s].ids);
+    for (size_t t = 0; t < a->studies[s].token_log_probs.size(); ++t) {
+      EXPECT_NEAR(a->studies[s].token_log_probs[t], b->studies[s].token_log_probs[t], 1e-3);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace cmn::engine
