@@ -112,7 +112,8 @@ std::string instance(E_TransferSyntax xfer, int rows, int columns, std::vector<s
 
 // Runs `decode` with the address space capped 512 MB above current use and a 60 s alarm (against a hang);
 // exits 0 when it fails with InvalidArgument and a message containing every one of `expected`.
-[[noreturn]] void refused_under_cap(const std::function<absl::Status()>& decode, const std::vector<std::string>& expected) {
+[[noreturn]] void refused_under_cap(const std::function<absl::Status()>& decode,
+                                    const std::vector<std::string>& expected) {
 #ifndef CMN_TEST_ASAN  // AddressSanitizer reserves terabytes of address space: no cap under it
   std::ifstream statm("/proc/self/statm");
   long pages = 0;
