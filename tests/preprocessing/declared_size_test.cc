@@ -110,10 +110,16 @@ std::string instance(E_TransferSyntax xfer, int rows, int columns, std::vector<s
   return bytes;
 }
 
-// Runs `decode` with the address space capped 512 MB above current use and a 60 s alarm (against a hang);
-// exits 0 when it fails with InvalidArgument and a message containing every one of `expected`.
-[[noreturn]] void refused_under_cap(const std::function<absl::Status()>& decode,
-                                    const std::vector<std::string>& expected) {
+// One input that must be refused: how to decode it, and what the message must contain.
+struct Refusal {
+  std::function<absl::Status()> decode;
+  std::vector<std::string> expected;
+};
+
+// Runs every case with the address space capped 512 MB above current use and a 60 s alarm (against a hang);
+// exits 0 when each fails with InvalidArgument and a message containing all of its `expected`, else with the
+// number of the first case that does not.
+[[noreturn]] void refused_under_cap(const std::vector<Refusal>& cases) {
 #ifndef CMN_TEST_ASAN  // AddressSanitizer reserves terabytes of address space: no cap under it
   std::ifstream statm("/proc/self/statm");
   long pages = 0;
@@ -123,90 +129,97 @@ std::string instance(E_TransferSyntax xfer, int rows, int columns, std::vector<s
   setrlimit(RLIMIT_AS, &cap);
 #endif
   alarm(60);
-  const absl::Status status = decode();
-  std::fprintf(stderr, "%s\n", status.ToString().c_str());
-  bool ok = status.code() == absl::StatusCode::kInvalidArgument;
-  for (const std::string& e : expected) ok = ok && status.message().find(e) != absl::string_view::npos;
-  std::exit(ok ? 0 : 1);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const absl::Status status = cases[i].decode();
+    std::fprintf(stderr, "case %zu: %s\n", i + 1, status.ToString().c_str());
+    bool ok = status.code() == absl::StatusCode::kInvalidArgument;
+    for (const std::string& e : cases[i].expected) ok = ok && status.message().find(e) != absl::string_view::npos;
+    if (!ok) std::exit(static_cast<int>(i + 1));
+  }
+  std::exit(0);
 }
+
+#define EXPECT_ALL_REFUSED(cases)                         \
+  GTEST_FLAG_SET(death_test_style, "threadsafe");         \
+  EXPECT_EXIT(refused_under_cap(cases), ::testing::ExitedWithCode(0), "")
 
 absl::Status dicom_status(const std::string& bytes, const DicomReadOptions& options = {}) {
   auto image = read_dicom_image(bytes, "huge.dcm", options);
   return image.ok() ? absl::OkStatus() : image.status();
 }
 
-void expect_dicom_refused(const std::string& bytes, const std::vector<std::string>& expected,
-                          const DicomReadOptions& options = {}) {
-  std::vector<std::string> all = expected;
-  all.push_back(kUid);  // the instance is named, as in every DICOM error
-  EXPECT_EXIT(refused_under_cap([&] { return dicom_status(bytes, options); }, all), ::testing::ExitedWithCode(0),
-              "");
+Refusal dicom(const std::string& bytes, std::vector<std::string> expected, const DicomReadOptions& options = {}) {
+  expected.push_back(kUid);  // the instance is named, as in every DICOM error
+  return {[bytes, options] { return dicom_status(bytes, options); }, std::move(expected)};
 }
 
 constexpr const char* kDefaultLimits = "exceeds the limits (100000000 pixels, 65535 per side)";
 
 TEST(DeclaredSizeDeathTest, JpegFrameHeader) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
   const std::string bytes = instance(EXS_JPEGProcess1, 8, 8, {jpeg_header(0xC0, 65535, 65535, 1)});
   EXPECT_LT(bytes.size(), 1000u);
-  expect_dicom_refused(bytes, {"JPEG frame header (SOF0): image of 65535 x 65535 = 4294836225 pixels", kDefaultLimits});
   // The frame header split over two fragments is still found (frame 1 is read across its fragments).
   const std::string header = jpeg_header(0xC0, 30000, 20000, 1);
-  expect_dicom_refused(instance(EXS_JPEGProcess1, 8, 8, {header.substr(0, 6), header.substr(6)}),
-                       {"JPEG frame header (SOF0): image of 20000 x 30000 = 600000000 pixels", kDefaultLimits});
   // The one limit is the configured one.
   DicomReadOptions options;
   options.max_pixels = 1000;
-  expect_dicom_refused(instance(EXS_JPEGProcess1, 8, 8, {jpeg_header(0xC0, 40, 30, 1)}),
-                       {"JPEG frame header (SOF0): image of 30 x 40 = 1200 pixels exceeds the limits (1000 pixels"},
-                       options);
+  EXPECT_ALL_REFUSED(std::vector<Refusal>({
+      dicom(bytes, {"JPEG frame header (SOF0): image of 65535 x 65535 = 4294836225 pixels", kDefaultLimits}),
+      dicom(instance(EXS_JPEGProcess1, 8, 8, {header.substr(0, 6), header.substr(6)}),
+            {"JPEG frame header (SOF0): image of 20000 x 30000 = 600000000 pixels", kDefaultLimits}),
+      dicom(instance(EXS_JPEGProcess1, 8, 8, {jpeg_header(0xC0, 40, 30, 1)}),
+            {"JPEG frame header (SOF0): image of 30 x 40 = 1200 pixels exceeds the limits (1000 pixels"}, options),
+  }));
 }
 
 TEST(DeclaredSizeDeathTest, JpegLsFrameHeader) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  expect_dicom_refused(instance(EXS_JPEGLSLossless, 8, 8, {jpeg_header(0xF7, 65535, 65535, 1)}),
-                       {"JPEG frame header (SOF55): image of 65535 x 65535 = 4294836225 pixels", kDefaultLimits});
-  expect_dicom_refused(instance(EXS_JPEGLSLossless, 8, 8, {jpeg_header(0xF7, 8, 8, 200)}),
-                       {"JPEG frame header (SOF55): 200 components (at most 4 are decoded)"});
+  EXPECT_ALL_REFUSED(std::vector<Refusal>({
+      dicom(instance(EXS_JPEGLSLossless, 8, 8, {jpeg_header(0xF7, 65535, 65535, 1)}),
+            {"JPEG frame header (SOF55): image of 65535 x 65535 = 4294836225 pixels", kDefaultLimits}),
+      dicom(instance(EXS_JPEGLSLossless, 8, 8, {jpeg_header(0xF7, 8, 8, 200)}),
+            {"JPEG frame header (SOF55): 200 components (at most 4 are decoded)"}),
+  }));
 }
 
 TEST(DeclaredSizeDeathTest, Jpeg2000Siz) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
   const std::string codestream = j2k_header(100000, 100000, 100000, 100000, 1);
   const std::string expected = "JPEG 2000 codestream (SIZ): image of 100000 x 100000 = 10000000000 pixels";
-  expect_dicom_refused(instance(EXS_JPEG2000LosslessOnly, 8, 8, {codestream}), {expected, kDefaultLimits});
-  expect_dicom_refused(instance(EXS_JPEG2000, 8, 8, {jp2_file(codestream)}), {expected, kDefaultLimits});
-  // A size within the limits but 65025 tiles of one pixel: OpenJPEG allocates per tile and component while
-  // reading the header (hundreds of MB here).
-  expect_dicom_refused(instance(EXS_JPEG2000LosslessOnly, 255, 255, {j2k_header(255, 255, 1, 1, 1)}),
-                       {"JPEG 2000 codestream (SIZ): 65025 tiles exceed the limit of 4096"});
-  // Components beyond the dataset's are refused before OpenJPEG allocates a structure per component and tile.
-  expect_dicom_refused(instance(EXS_JPEG2000LosslessOnly, 8, 8, {j2k_header(8, 8, 8, 8, 16384)}),
-                       {"JPEG 2000 codestream is 8 x 8 x 16384, the dataset says 8 x 8 x 1"});
+  EXPECT_ALL_REFUSED(std::vector<Refusal>({
+      dicom(instance(EXS_JPEG2000LosslessOnly, 8, 8, {codestream}), {expected, kDefaultLimits}),
+      dicom(instance(EXS_JPEG2000, 8, 8, {jp2_file(codestream)}), {expected, kDefaultLimits}),
+      // A size within the limits but 65025 tiles of one pixel: OpenJPEG allocates per tile and component
+      // while reading the header (hundreds of MB here).
+      dicom(instance(EXS_JPEG2000LosslessOnly, 255, 255, {j2k_header(255, 255, 1, 1, 1)}),
+            {"JPEG 2000 codestream (SIZ): 65025 tiles exceed the limit of 4096"}),
+      // Components beyond the dataset's: refused before OpenJPEG allocates a structure per component and tile.
+      dicom(instance(EXS_JPEG2000LosslessOnly, 8, 8, {j2k_header(8, 8, 8, 8, 16384)}),
+            {"JPEG 2000 codestream is 8 x 8 x 16384, the dataset says 8 x 8 x 1"}),
+  }));
 }
 
 TEST(DeclaredSizeDeathTest, RleSegments) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
   const std::string one_segment = le32(1) + le32(64) + std::string(56, '\0') + "\x81\x00";  // 128 zeros
-  // Rows x Columns over the limit: refused from the dataset, before the RLE header is looked at.
-  expect_dicom_refused(instance(EXS_RLELossless, 65535, 65535, {one_segment}),
-                       {"image of 65535 x 65535 = 4294836225 pixels", kDefaultLimits});
-  // Within raised limits, 2 bytes of RLE data cannot decode to 4294836225 bytes: refused before the frame
-  // buffer (4 GB) is allocated.
-  DicomReadOptions options;
-  options.max_pixels = int64_t{1} << 33;
-  expect_dicom_refused(instance(EXS_RLELossless, 65535, 65535, {one_segment}),
-                       {"corrupt compressed stream: RLE segment 1 has 2 bytes, too few to decode to the 4294836225 "
-                        "bytes the image declares (at least 67106818)"},
-                       options);
-  // Segment count and offsets.
-  expect_dicom_refused(instance(EXS_RLELossless, 8, 8, {one_segment}, 16),
-                       {"corrupt compressed stream: the RLE header declares 1 segments, the image has 2"});
+  DicomReadOptions raised;
+  raised.max_pixels = int64_t{1} << 33;
   const std::string beyond = le32(1) + le32(0x40000000) + std::string(56, '\0') + "\x81\x00";
-  expect_dicom_refused(instance(EXS_RLELossless, 8, 8, {beyond}),
-                       {"corrupt compressed stream: RLE segment 1 spans bytes 1073741824 to 66 of 66"});
-  expect_dicom_refused(instance(EXS_RLELossless, 8, 8, {std::string(20, '\0')}),
-                       {"corrupt compressed stream: the RLE fragment has 20 bytes, less than its 64-byte header"});
+  EXPECT_ALL_REFUSED(std::vector<Refusal>({
+      // Rows x Columns over the limit: refused from the dataset, before the RLE header is looked at.
+      dicom(instance(EXS_RLELossless, 65535, 65535, {one_segment}),
+            {"image of 65535 x 65535 = 4294836225 pixels", kDefaultLimits}),
+      // Within raised limits, 2 bytes of RLE data cannot decode to 4294836225 bytes: refused before the frame
+      // buffer (4 GB) is allocated.
+      dicom(instance(EXS_RLELossless, 65535, 65535, {one_segment}),
+            {"corrupt compressed stream: RLE segment 1 has 2 bytes, too few to decode to the 4294836225 bytes the "
+             "image declares (at least 67106818)"},
+            raised),
+      // Segment count, offsets, header.
+      dicom(instance(EXS_RLELossless, 8, 8, {one_segment}, 16),
+            {"corrupt compressed stream: the RLE header declares 1 segments, the image has 2"}),
+      dicom(instance(EXS_RLELossless, 8, 8, {beyond}),
+            {"corrupt compressed stream: RLE segment 1 spans bytes 1073741824 to 66 of 66"}),
+      dicom(instance(EXS_RLELossless, 8, 8, {std::string(20, '\0')}),
+            {"corrupt compressed stream: the RLE fragment has 20 bytes, less than its 64-byte header"}),
+  }));
 }
 
 // A PNG: signature, IHDR (8-bit RGB, CRC included), a few bytes of IDAT, IEND.
@@ -227,55 +240,44 @@ std::string png_header(uint32_t width, uint32_t height) {
          chunk("IEND", "");
 }
 
-// Writes `bytes` to a file and reads it with `read` (in the death-test child: the file is its own).
-absl::Status read_file_status(const std::string& path, const std::string& bytes,
-                              const std::function<absl::Status()>& read) {
-  testing::write_bytes(path, bytes);
-  const absl::Status status = read();
-  std::remove(path.c_str());
-  return status;
+// An image file of `bytes` read with `read(path)`; the file is written and removed by the decode itself (in
+// the death-test child), and the message must name it.
+Refusal image_file(const std::string& name, const std::string& bytes,
+                   std::function<absl::Status(const std::string&)> read, std::vector<std::string> expected) {
+  const std::string path = ::testing::TempDir() + "/cmn_declared_size_" + std::to_string(::getpid()) + "_" + name;
+  expected.push_back("image '" + path + "'");
+  return {[path, bytes, read] {
+            testing::write_bytes(path, bytes);
+            const absl::Status status = read(path);
+            std::remove(path.c_str());
+            return status;
+          },
+          std::move(expected)};
 }
 
-std::string temp_file(const std::string& name) {
-  return ::testing::TempDir() + "/cmn_declared_size_" + std::to_string(::getpid()) + "_" + name;
-}
-
-void expect_file_refused(const std::string& name, const std::string& bytes, const std::vector<std::string>& expected) {
-  const std::string path = temp_file(name);
-  std::vector<std::string> all = expected;
-  all.push_back("image '" + path + "'");
-  EXPECT_EXIT(refused_under_cap(
-                  [&] {
-                    return read_file_status(path, bytes, [&] {
-                      auto rgb = read_rgb8(path);
-                      return rgb.ok() ? absl::OkStatus() : rgb.status();
-                    });
-                  },
-                  all),
-              ::testing::ExitedWithCode(0), "");
+absl::Status rgb8_status(const std::string& path) {
+  auto rgb = read_rgb8(path);
+  return rgb.ok() ? absl::OkStatus() : rgb.status();
 }
 
 // OpenCV's own cap (2^30 pixels) lets a 400-megapixel PNG or JPEG through to a 1.2 GB allocation.
 TEST(DeclaredSizeDeathTest, PngAndJpegFiles) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_LT(png_header(20000, 20000).size(), 100u);
-  expect_file_refused("huge.png", png_header(20000, 20000),
-                      {"PNG header (IHDR): image of 20000 x 20000 = 400000000 pixels", kDefaultLimits});
-  expect_file_refused("huge.jpg", jpeg_header(0xC0, 20000, 20000, 3),
-                      {"JPEG frame header (SOF0): image of 20000 x 20000 = 400000000 pixels", kDefaultLimits});
   // ImageOptions::limits reaches the file reader through load_model_input.
   ImageOptions options;
   options.limits.max_pixels = 99;
-  const std::string path = temp_file("small.png");
-  EXPECT_EXIT(refused_under_cap(
-                  [&] {
-                    return read_file_status(path, png_header(10, 10), [&] {
-                      auto image = load_model_input(path, options);
-                      return image.ok() ? absl::OkStatus() : image.status();
-                    });
-                  },
-                  {"PNG header (IHDR): image of 10 x 10 = 100 pixels exceeds the limits (99 pixels"}),
-              ::testing::ExitedWithCode(0), "");
+  auto model_input_status = [options](const std::string& path) {
+    auto image = load_model_input(path, options);
+    return image.ok() ? absl::OkStatus() : image.status();
+  };
+  EXPECT_ALL_REFUSED(std::vector<Refusal>({
+      image_file("huge.png", png_header(20000, 20000), rgb8_status,
+                 {"PNG header (IHDR): image of 20000 x 20000 = 400000000 pixels", kDefaultLimits}),
+      image_file("huge.jpg", jpeg_header(0xC0, 20000, 20000, 3), rgb8_status,
+                 {"JPEG frame header (SOF0): image of 20000 x 20000 = 400000000 pixels", kDefaultLimits}),
+      image_file("small.png", png_header(10, 10), model_input_status,
+                 {"PNG header (IHDR): image of 10 x 10 = 100 pixels exceeds the limits (99 pixels"}),
+  }));
 }
 
 // Sizes within the limits pass the header checks: the decoder runs and says what is wrong with the data.
