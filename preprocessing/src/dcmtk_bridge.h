@@ -1,6 +1,6 @@
 #pragma once
-// Private to cmn_preprocessing: what the DCMTK bridge (dcmtk_bridge.cc, the only file that includes DCMTK)
-// hands to the rest of the library. No DCMTK type appears here.
+// Private to cmn_preprocessing: what the DICOM layer (the files of preprocessing/src that include DCMTK, listed
+// in dcmtk_dataset.h and ../README.md) hands to the rest of the library. No DCMTK type appears here.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -31,7 +31,7 @@ struct PixelDescription {
   bool is_signed = false;          // Pixel Representation 1
   int64_t frames = 1;              // Number of Frames; only frame 1 is decoded
   // Photometric Interpretation of the decoded frame (after a codec's colour conversion; YBR_FULL_422 is
-  // expanded to YBR_FULL by the bridge).
+  // expanded to YBR_FULL by pixel_decoding.cc).
   std::string photometric;
 
   // Modality LUT: a Modality LUT Sequence item wins over Rescale Slope/Intercept.
@@ -57,7 +57,7 @@ struct DecodedInstance {
   InstanceInfo info;
   PixelDescription pixels;
   // Frame 1 as stored: CV_8UC(n) (bits allocated 8) or CV_16UC(n) (bits allocated 16) container words in host
-  // byte order, samples interleaved (colour-by-plane data is interleaved by the bridge), rows x columns.
+  // byte order, samples interleaved (colour-by-plane data is interleaved here), rows x columns.
   cv::Mat frame;
 };
 

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstddef>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -24,6 +25,8 @@
 #include "absl/strings/str_cat.h"
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+
+#include "codec_guards.h"
 
 namespace cmn::preprocessing {
 namespace {
@@ -209,7 +212,7 @@ absl::StatusOr<cv::Mat> to_rgb8(const cv::Mat& decoded) {
   return rgb;
 }
 
-absl::StatusOr<cv::Mat> read_rgb8(const std::string& path) {
+absl::StatusOr<cv::Mat> read_rgb8(const std::string& path, const PixelLimits& limits) {
   namespace fs = std::filesystem;
   // imread only says "empty Mat" for every failure; check the file first so errors say what went wrong.
   std::error_code ec;
@@ -220,6 +223,13 @@ absl::StatusOr<cv::Mat> read_rgb8(const std::string& path) {
   if (ec) return file_error(absl::StatusCode::kPermissionDenied, path, absl::StrCat("cannot stat: ", ec.message()));
   if (size == 0) return file_error(absl::StatusCode::kInvalidArgument, path, "file is empty");
 
+  // The declared size first: OpenCV's own cap (2^30 pixels) still lets a 100-byte PNG allocate gigabytes.
+  {
+    std::ifstream in(path, std::ios::binary);  // unopenable: imread below says so, as before
+    if (absl::Status s = in ? internal::check_image_file_header(&in, limits) : absl::OkStatus(); !s.ok()) {
+      return file_error(s.code(), path, std::string(s.message()));
+    }
+  }
   cv::Mat decoded;
   try {
     // IMREAD_UNCHANGED keeps bit depth and alpha, and (like PIL's Image.open) ignores EXIF orientation.
@@ -311,7 +321,7 @@ FloatImage to_model_input(const cv::Mat& rgb8, const ImageOptions& options) {
 }
 
 absl::StatusOr<FloatImage> load_model_input(const std::string& path, const ImageOptions& options) {
-  auto rgb = read_rgb8(path);
+  auto rgb = read_rgb8(path, options.limits);
   if (!rgb.ok()) return rgb.status();
   return to_model_input(*rgb, options);
 }

@@ -1,6 +1,7 @@
 #pragma once
 // DICOM instances -> the 8-bit grey images cmn feeds the model, and studies -> the model's N view slots.
-// DCMTK is used in exactly one file (src/dcmtk_bridge.cc); no DCMTK type appears in this header.
+// DCMTK is used only inside preprocessing/src (the DICOM layer; ../../../README.md lists its files); no DCMTK
+// type appears in this header.
 //
 // Grey-level policy (one code path for every instance; see read_dicom_image):
 //   stored values (bits allocated/stored/high bit, signed or not) -> Modality LUT (Rescale Slope/Intercept or
@@ -46,7 +47,11 @@
 // the bridge). Part 10 files and bare datasets (no preamble / File Meta Information) alike. Only frame 1 is
 // decompressed (DcmPixelData::getUncompressedFrame, not chooseRepresentation, which would decompress every
 // frame). Hostile input is bounded before DCMTK allocates: element lengths by the bytes actually present,
-// sequence nesting by max_sequence_depth, a deflated dataset by max_inflated_bytes, pixels by max_pixels.
+// sequence nesting by max_sequence_depth, a deflated dataset by max_inflated_bytes, pixels by max_pixels /
+// max_dimension: Rows x Columns, and the size each codec's own header declares (JPEG and JPEG-LS frame header,
+// at most 4 components; JPEG 2000 SIZ, at most 4096 tiles, and it must equal the dataset's). An RLE frame must
+// declare Samples per Pixel x bytes per sample segments, inside its data, each long enough to decode to
+// Rows x Columns bytes (PackBits: at most 128 bytes per 2).
 //
 // View classification (InstanceInfo::view, view_evidence), first rule that decides:
 //  1. ViewPosition (0018,5101): PA -> PA; AP -> AP; LL, RL, LAT, LATERAL, LLAT, RLAT -> LATERAL.
@@ -74,12 +79,16 @@
 namespace cmn::preprocessing {
 
 struct DicomReadOptions {
-  int64_t max_pixels = 100'000'000;     // rows * columns above this is refused (decompression bomb guard)
-  int64_t max_dimension = 65535;        // rows or columns above this is refused
+  // The pixel limits (image_pipeline.h, PixelLimits), held against Rows x Columns and against the size every
+  // codec's header declares (JPEG / JPEG-LS frame header, JPEG 2000 SIZ), before anything is decoded.
+  int64_t max_pixels = kDefaultMaxPixels;       // rows * columns above this is refused (decompression bomb guard)
+  int64_t max_dimension = kDefaultMaxDimension; // rows or columns above this is refused
   double percentile_low = 0.5;          // without VOI: window from this percentile of the non-padding pixels...
   double percentile_high = 99.5;        // ...to this one
   int64_t max_inflated_bytes = 1 << 30; // Deflated transfer syntax: a dataset inflating beyond this is refused
   int max_sequence_depth = 64;          // sequences nested deeper are refused (DCMTK parses them recursively)
+
+  PixelLimits pixel_limits() const { return {max_pixels, max_dimension}; }
 };
 
 enum class ViewPosition { kPA, kAP, kLateral, kOther };
