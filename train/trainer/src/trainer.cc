@@ -592,15 +592,17 @@ void Trainer::run() {
   const auto& t = config_.trainer;
   fs::create_directories(t.save_dir);
   if (writes_files()) {
-    std::ofstream out(t.save_dir + "/config.yaml");
-    out << to_yaml(config_);
+    const std::string error = durable::write_file(t.save_dir + "/config.yaml", to_yaml(config_));
+    TORCH_CHECK(error.empty(), error);
   }
   auto write_predictions = [&](const EvalResult& r) {
     if (!writes_files()) return;
-    std::ofstream out(t.save_dir + "/predictions_" + r.split + ".jsonl");
+    std::string lines;
     for (size_t i = 0; i < r.ids.size(); ++i) {
-      out << nlohmann::json{{"id", r.ids[i]}, {"report", r.predictions[i]}, {"reference", r.references[i]}}.dump() << "\n";
+      lines += nlohmann::json{{"id", r.ids[i]}, {"report", r.predictions[i]}, {"reference", r.references[i]}}.dump() + "\n";
     }
+    const std::string error = durable::write_file(t.save_dir + "/predictions_" + r.split + ".jsonl", lines);
+    TORCH_CHECK(error.empty(), error);
   };
   if (t.run_type == "val" || t.run_type == "test") {
     if (t.init_checkpoint.empty() && t.resume.empty()) {
