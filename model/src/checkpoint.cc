@@ -1,9 +1,5 @@
 #include "cmn/model/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -11,13 +7,13 @@
 #include <fstream>
 #include <memory>
 #include <optional>
-#include <random>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
 #include <caffe2/serialize/inline_container.h>
 
+#include "cmn/common/durable_write.h"
 #include "pickle.h"
 
 namespace cmn::model {
@@ -293,37 +289,6 @@ void emit_items(pickle::Writer& w, size_t n, Emit&& emit_pair) {
   }
 }
 
-std::string temp_path_for(const std::string& path, const std::string& archive_name) {
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  // PyTorchStreamWriter names the zip folder after the file's stem (text after the last '/', before the
-  // last '.'), so "<archive_name>.tmp<unique>" yields exactly archive_name.
-  // Not mkstemp: it creates the file 0600, and the checkpoint should get the usual 0666 & ~umask.
-  static std::atomic<uint64_t> counter{0};
-  std::random_device random;
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    const std::string candidate = dir + "/" + archive_name + ".tmp" + std::to_string(::getpid()) + "_" +
-                                  std::to_string(counter++) + "_" + std::to_string(random());
-    const int fd = ::open(candidate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd >= 0) {
-      ::close(fd);
-      return candidate;
-    }
-    TORCH_CHECK(errno == EEXIST, "cannot create a temporary file in '", dir, "': ", std::strerror(errno));
-  }
-  TORCH_CHECK(false, "cannot create a temporary file in '", dir, "': too many name collisions");
-}
-
-void sync_file(const std::string& file) {
-  // Make the data durable before the rename makes it visible, so a crash cannot leave a truncated file
-  // under the final name.
-  const int fd = ::open(file.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
 bool is_ignorable(const std::string& key, const std::vector<std::string>& patterns) {
   for (const auto& p : patterns) {
     if (p.empty()) continue;
@@ -433,38 +398,42 @@ void write_checkpoint(const std::string& path, const StateDict& state_dict, cons
   }
   w.stop();
 
-  std::string tmp;
-  std::unique_ptr<caffe2::serialize::PyTorchStreamWriter> writer;
+  // durable_write.h: temporary file beside `path`, fsync, rename, fsync of the folder. The temporary file's
+  // name keeps `archive` before its last '.', which is where PyTorchStreamWriter takes the zip folder from.
+  std::string error;
   try {
-    tmp = temp_path_for(path, archive);
-    writer = std::make_unique<caffe2::serialize::PyTorchStreamWriter>(tmp);
-    TORCH_CHECK(writer->archiveName() == archive, "zip folder came out as '", writer->archiveName(), "' instead of '",
-                archive, "'");
-    writer->writeRecord("data.pkl", w.data().data(), w.data().size());
-    static const char kEmpty = 0;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const torch::Tensor& t = tensors[i];
-      const void* bytes = t.numel() > 0 ? t.data_ptr() : &kEmpty;
-      writer->writeRecord("data/" + std::to_string(i), bytes, t.nbytes());
-    }
-    // writeEndOfFile adds the `version` record ("3\n", as in torch.save archives) and the zip directory.
-    writer->writeEndOfFile();
-    writer.reset();
-    sync_file(tmp);
-    TORCH_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '", tmp, "' to '", path,
-                "': ", std::strerror(errno));
-  } catch (...) {
-    // ~PyTorchStreamWriter finalizes an unfinished archive and throws again when the zip writer is in an
-    // error state (disk full, ...); from a destructor that is std::terminate. Leak the writer instead: this
-    // is a rare error path and the object is small.
-    if (writer && !writer->finalized()) (void)writer.release();
-    if (!tmp.empty()) std::remove(tmp.c_str());
-    try {
-      throw;
-    } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "cannot write checkpoint '", path, "': ", e.what_without_backtrace());
-    }
+    error = durable::replace_file(
+        path,
+        [&](const std::string& tmp) -> std::string {
+          std::unique_ptr<caffe2::serialize::PyTorchStreamWriter> writer;
+          try {
+            writer = std::make_unique<caffe2::serialize::PyTorchStreamWriter>(tmp);
+            TORCH_CHECK(writer->archiveName() == archive, "zip folder came out as '", writer->archiveName(),
+                        "' instead of '", archive, "'");
+            writer->writeRecord("data.pkl", w.data().data(), w.data().size());
+            static const char kEmpty = 0;
+            for (size_t i = 0; i < tensors.size(); ++i) {
+              const torch::Tensor& t = tensors[i];
+              const void* bytes = t.numel() > 0 ? t.data_ptr() : &kEmpty;
+              writer->writeRecord("data/" + std::to_string(i), bytes, t.nbytes());
+            }
+            // writeEndOfFile adds the `version` record ("3\n", as in torch.save archives) and the zip directory.
+            writer->writeEndOfFile();
+            writer.reset();
+          } catch (...) {
+            // ~PyTorchStreamWriter finalizes an unfinished archive and throws again when the zip writer is in
+            // an error state (disk full, ...); from a destructor that is std::terminate. Leak the writer
+            // instead: this is a rare error path and the object is small.
+            if (writer && !writer->finalized()) (void)writer.release();
+            throw;
+          }
+          return "";
+        },
+        archive);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "cannot write checkpoint '", path, "': ", e.what_without_backtrace());
   }
+  TORCH_CHECK(error.empty(), "cannot write checkpoint '", path, "': ", error);
 }
 
 LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state_dict, const LoadStateOptions& options) {

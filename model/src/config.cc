@@ -9,6 +9,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "cmn/model/config_fields.h"
+
 namespace cmn::model {
 namespace {
 
@@ -128,7 +130,7 @@ class FlatJsonParser {
   size_t i_ = 0;
 };
 
-void read_int(const std::map<std::string, Scalar>& m, const char* key, int64_t& out, const std::string& src) {
+void read_value(const std::map<std::string, Scalar>& m, const char* key, int64_t& out, const std::string& src) {
   auto it = m.find(key);
   if (it == m.end() || std::holds_alternative<std::nullptr_t>(it->second)) return;
   if (const bool* b = std::get_if<bool>(&it->second)) { out = *b ? 1 : 0; return; }
@@ -137,20 +139,30 @@ void read_int(const std::map<std::string, Scalar>& m, const char* key, int64_t& 
   TORCH_CHECK(*d == static_cast<double>(static_cast<int64_t>(*d)), src, ": key '", key, "' must be an integer, got ", *d);
   out = static_cast<int64_t>(*d);
 }
-void read_double(const std::map<std::string, Scalar>& m, const char* key, double& out, const std::string& src) {
+void read_value(const std::map<std::string, Scalar>& m, const char* key, double& out, const std::string& src) {
   auto it = m.find(key);
   if (it == m.end() || std::holds_alternative<std::nullptr_t>(it->second)) return;
   const double* d = std::get_if<double>(&it->second);
   TORCH_CHECK(d != nullptr, src, ": key '", key, "' must be a number");
   out = *d;
 }
-void read_string(const std::map<std::string, Scalar>& m, const char* key, std::string& out, const std::string& src) {
+void read_value(const std::map<std::string, Scalar>& m, const char* key, std::string& out, const std::string& src) {
   auto it = m.find(key);
   if (it == m.end() || std::holds_alternative<std::nullptr_t>(it->second)) return;
   const std::string* s = std::get_if<std::string>(&it->second);
   TORCH_CHECK(s != nullptr, src, ": key '", key, "' must be a string");
   out = *s;
 }
+
+// Visits ModelConfig's field table (config_fields.h) and reads the args JSON's value of each field.
+struct ArgsReader {
+  const std::map<std::string, Scalar>& values;
+  const std::string& source;
+  template <class T>
+  void operator()(const char* key, T& field, unsigned formats) {
+    if ((formats & kArgsJson) != 0) read_value(values, key, field, source);
+  }
+};
 
 }  // namespace
 
@@ -177,30 +189,8 @@ ModelConfig parse_model_config(const std::string& text, const std::string& src) 
   FlatJsonParser parser(text, src);
   const auto m = parser.parse_object();
   ModelConfig c;
-  read_string(m, "visual_extractor", c.visual_extractor, src);
-  read_int(m, "d_vf", c.d_vf, src);
-  read_int(m, "d_model", c.d_model, src);
-  read_int(m, "d_ff", c.d_ff, src);
-  read_int(m, "num_heads", c.num_heads, src);
-  read_int(m, "num_layers", c.num_layers, src);
-  read_int(m, "cmm_size", c.cmm_size, src);
-  read_int(m, "cmm_dim", c.cmm_dim, src);
-  read_int(m, "topk", c.topk, src);
-  read_int(m, "use_bn", c.use_bn, src);
-  read_double(m, "dropout", c.dropout, src);
-  read_double(m, "drop_prob_lm", c.drop_prob_lm, src);
-  read_int(m, "vocab_size", c.vocab_size, src);
-  read_int(m, "views", c.views, src);
-  read_string(m, "dataset_name", c.dataset_name, src);
-  read_int(m, "threshold", c.threshold, src);
-  read_int(m, "max_seq_length", c.max_seq_length, src);
-  read_int(m, "beam_size", c.beam_size, src);
-  read_string(m, "sample_method", c.sample_method, src);
-  read_double(m, "temperature", c.temperature, src);
-  read_int(m, "block_trigrams", c.block_trigrams, src);
-  read_string(m, "length_penalty", c.length_penalty, src);
-  read_int(m, "group_size", c.group_size, src);
-  read_int(m, "seed", c.seed, src);
+  ArgsReader reader{m, src};
+  visit_model_config(reader, c);
   try {
     validate_model_config(c);
   } catch (const c10::Error& e) {

@@ -25,6 +25,8 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "cmn/common/durable_write.h"
+
 namespace cmn::phantom {
 namespace {
 
@@ -94,7 +96,6 @@ void zero_codestream_padding(const std::string& path) {
   if (!f) throw std::runtime_error("cannot patch '" + path + "'");
 }
 
-std::string tmp_name(const std::string& path) { return path + ".tmp." + std::to_string(::getpid()); }
 
 }  // namespace
 
@@ -110,20 +111,8 @@ const char* transfer_syntax_name(TransferSyntax t) {
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = tmp_name(path);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "' (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "'");
-  }
+  const std::string error = durable::write_file(path, bytes);
+  if (!error.empty()) throw std::runtime_error(error);
 }
 
 void write_dicom_view(const std::string& path, const cv::Mat& image8, const std::string& view_position,
@@ -193,17 +182,13 @@ void write_dicom_view(const std::string& path, const cv::Mat& image8, const std:
     if (OFCondition c = ds->chooseRepresentation(xfer, &p); c.bad()) throw std::runtime_error("JPEG-LS encoding of '" + path + "': " + c.text());
   }
   if (!ds->canWriteXfer(xfer)) throw std::runtime_error("cannot write '" + path + "' in " + transfer_syntax_name(o.syntax));
-  const std::string tmp = tmp_name(path);
-  const OFCondition c = file.saveFile(tmp.c_str(), xfer, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0, EWM_createNewMeta);
-  if (c.bad()) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw std::runtime_error("cannot write '" + path + "': " + c.text());
-  }
-  if (o.syntax == TransferSyntax::kJpegLossless || o.syntax == TransferSyntax::kJpegLsLossless) zero_codestream_padding(tmp);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "'");
+  const std::string error = durable::replace_file(path, [&](const std::string& tmp) -> std::string {
+    const OFCondition c = file.saveFile(tmp.c_str(), xfer, EET_ExplicitLength, EGL_recalcGL, EPD_noChange, 0, 0, EWM_createNewMeta);
+    if (c.bad()) return "cannot write '" + path + "': " + c.text();
+    if (o.syntax == TransferSyntax::kJpegLossless || o.syntax == TransferSyntax::kJpegLsLossless) zero_codestream_padding(tmp);
+    return "";
+  });
+  if (!error.empty()) throw std::runtime_error(error);
 }
 
 uint64_t study_seed(uint64_t dataset_seed, int index) { return mix(dataset_seed * 1000003ULL + static_cast<uint64_t>(index)); }

@@ -12,7 +12,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <initializer_list>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -26,9 +25,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "cmn/common/config_reader.h"
+#include "cmn/common/durable_write.h"
 #include "cmn/common/status_macros.h"
 #include "cmn/model/checkpoint.h"
+#include "cmn/model/config_fields.h"
 #include "cmn/pipeline/annotation.h"
 
 namespace cmn::pipeline {
@@ -48,32 +49,18 @@ absl::StatusOr<std::string> read_file_bytes(const std::string& path) {
   return buffer.str();
 }
 
-// fsync so that the rename publishing the bundle cannot be reordered before the data on a crash.
+// durable_write.h with the error as a status: the files inside the temporary bundle directory are synced
+// before the rename that publishes the directory, so a crash cannot publish truncated files.
 absl::Status write_file_durably(const std::string& path, const std::string& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::PermissionDeniedError(absl::StrCat("cannot create '", path, "': ", std::strerror(errno)));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      return absl::InternalError(absl::StrCat("write failed on '", path, "': ", std::strerror(err)));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    return absl::InternalError(absl::StrCat("cannot flush '", path, "': ", std::strerror(errno)));
-  }
+  const std::string error = durable::write_file(path, bytes);
+  if (!error.empty()) return absl::InternalError(error);
   return absl::OkStatus();
 }
 
-void fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;  // best effort: durability of the directory entry, not correctness
-  ::fsync(fd);
-  ::close(fd);
+absl::Status fsync_dir(const std::string& dir) {
+  const std::string error = durable::sync_directory(dir);
+  if (!error.empty()) return absl::InternalError(error);
+  return absl::OkStatus();
 }
 
 // A weights/vocab file name from model.yaml or SHA256SUMS must stay inside the bundle.
@@ -148,188 +135,68 @@ absl::StatusOr<std::vector<ChecksumEntry>> parse_sha256sums(const std::string& t
   return entries;
 }
 
-// --- YAML reading ----------------------------------------------------------------------------------------
+// --- model.yaml ------------------------------------------------------------------------------------------
 
-// Reads typed values out of model.yaml and produces errors that name the file and the dotted key.
-class YamlReader {
- public:
-  explicit YamlReader(std::string file) : file_(std::move(file)) {}
-
-  absl::Status error(const std::string& key, const std::string& what) const {
-    return absl::InvalidArgumentError(absl::StrCat(file_, ": key '", key, "' ", what));
-  }
-
-  absl::Status expect_map(const YAML::Node& node, const std::string& key) const {
-    if (!node.IsMap()) return error(key.empty() ? std::string("<top level>") : key, "must be a mapping");
-    return absl::OkStatus();
-  }
-
-  // Unknown keys are errors: a misspelt `beam_szie` must not silently leave the default in place.
-  absl::Status check_keys(const YAML::Node& map, const std::string& prefix,
-                          std::initializer_list<const char*> allowed) const {
-    for (const auto& item : map) {
-      if (!item.first.IsScalar()) return error(prefix.empty() ? "<top level>" : prefix, "has a non-scalar key");
-      const std::string key = item.first.Scalar();
-      bool known = false;
-      for (const char* a : allowed) known = known || key == a;
-      if (!known) {
-        return absl::InvalidArgumentError(absl::StrCat(file_, ": unknown key '", dotted(prefix, key),
-                                                       "' (allowed: ", absl::StrJoin(allowed, ", "), ")"));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // Leaves *out unchanged when the key is absent and not required.
-  template <typename T>
-  absl::Status get(const YAML::Node& map, const std::string& prefix, const char* key, T* out,
-                   bool required = false) const {
-    const std::string name = dotted(prefix, key);
-    const YAML::Node node = map[key];
-    if (!node.IsDefined()) return required ? error(name, "is required") : absl::OkStatus();
-    if (!node.IsScalar()) return error(name, "must be a single value");
-    try {
-      *out = node.as<T>();
-    } catch (const YAML::Exception&) {
-      return error(name, absl::StrCat("must be ", type_name<T>(), ", got '", node.Scalar(), "'"));
-    }
-    return absl::OkStatus();
-  }
-
-  template <typename T, size_t N>
-  absl::Status get_array(const YAML::Node& map, const std::string& prefix, const char* key,
-                         std::array<T, N>* out) const {
-    const std::string name = dotted(prefix, key);
-    const YAML::Node node = map[key];
-    if (!node.IsDefined()) return absl::OkStatus();
-    if (!node.IsSequence() || node.size() != N) return error(name, absl::StrCat("must be a list of ", N, " numbers"));
-    for (size_t i = 0; i < N; ++i) {
-      try {
-        (*out)[i] = node[i].as<T>();
-      } catch (const YAML::Exception&) {
-        return error(name, absl::StrCat("must be a list of ", N, " numbers"));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  const std::string& file() const { return file_; }
-
- private:
-  static std::string dotted(const std::string& prefix, const std::string& key) {
-    return prefix.empty() ? key : prefix + "." + key;
-  }
-  template <typename T>
-  static const char* type_name() {
-    if constexpr (std::is_same_v<T, bool>) return "true or false";
-    else if constexpr (std::is_integral_v<T>) return "an integer";
-    else if constexpr (std::is_floating_point_v<T>) return "a number";
-    else return "a string";
-  }
-
-  std::string file_;
-};
+// model.yaml's field table (cmn/common/config_reader.h); ModelConfig's own fields come from its table
+// (cmn/model/config_fields.h). Reading, writing and the known keys all follow from it.
+template <class V>
+void visit(V& v, BundleInfo& b) {
+  v("name", b.name, config::kRequired);
+  v("version", b.version, config::kRequired);  // a YAML number is read as its text
+  v("untrained", b.untrained, config::kRequired);
+  v("intended_use", b.intended_use);
+  v.section("architecture", [&](auto& s) { model::visit_architecture(s, b.config); }, config::kRequired);
+  v.section("decoding", [&](auto& s) { model::visit_decoding(s, b.config); });
+  v.section("preprocessing", [&](auto& s) {
+    s("image_size", b.image.size);
+    s("mean", b.image.mean);
+    s("std", b.image.std);
+    s("allowed_modalities", b.allowed_modalities);
+  });
+  v("weights", b.weights_file, config::kRequired);
+  v("weights_format", b.weights_format, config::kRequired);
+  v("weights_dtype", b.weights_dtype);
+}
 
 absl::StatusOr<BundleInfo> parse_model_yaml(const std::string& text, const std::string& file) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(file, ": not valid YAML: ", e.what()));
-  }
-  const YamlReader r(file);
-  CMN_RETURN_IF_ERROR(r.expect_map(root, ""));
-  CMN_RETURN_IF_ERROR(r.check_keys(root, "",
-                                   {"name", "version", "untrained", "intended_use", "architecture", "decoding",
-                                    "preprocessing", "weights", "weights_format", "weights_dtype"}));
+  CMN_ASSIGN_OR_RETURN(const YAML::Node root, config::parse_document(text, file));
+  config::Section top(root, "", file);
   BundleInfo info;
-  CMN_RETURN_IF_ERROR(r.get(root, "", "name", &info.name, /*required=*/true));
-  CMN_RETURN_IF_ERROR(r.get(root, "", "version", &info.version, /*required=*/true));
-  CMN_RETURN_IF_ERROR(r.get(root, "", "untrained", &info.untrained, /*required=*/true));
-  CMN_RETURN_IF_ERROR(r.get(root, "", "intended_use", &info.intended_use));
-  CMN_RETURN_IF_ERROR(r.get(root, "", "weights", &info.weights_file, /*required=*/true));
-  CMN_RETURN_IF_ERROR(r.get(root, "", "weights_format", &info.weights_format, /*required=*/true));
-  CMN_RETURN_IF_ERROR(r.get(root, "", "weights_dtype", &info.weights_dtype));
-  if (info.name.empty()) return r.error("name", "must not be empty");
-  if (info.version.empty()) return r.error("version", "must not be empty");
-  if (!is_plain_file_name(info.weights_file)) return r.error("weights", "must be a file name inside the bundle");
+  config::ReadVisitor reader(top, model::kBundleYaml);
+  visit(reader, info);
+  CMN_RETURN_IF_ERROR(reader.finish());
+
+  const auto error = [&](const std::string& key, const std::string& what) { return top.error(key, what); };
+  if (info.name.empty()) return error("name", "must not be empty");
+  if (info.version.empty()) return error("version", "must not be empty");
+  if (!is_plain_file_name(info.weights_file)) return error("weights", "must be a file name inside the bundle");
   if (info.weights_format != kWeightsFormatR2GenCMN) {
-    return r.error("weights_format", absl::StrCat("'", info.weights_format, "' is not supported (only ",
-                                                  kWeightsFormatR2GenCMN, ")"));
+    return error("weights_format", absl::StrCat("'", info.weights_format, "' is not supported (only ",
+                                                kWeightsFormatR2GenCMN, ")"));
   }
   if (info.weights_dtype != "float32" && info.weights_dtype != "float16") {
-    return r.error("weights_dtype", absl::StrCat("must be float32 or float16, got '", info.weights_dtype, "'"));
+    return error("weights_dtype", absl::StrCat("must be float32 or float16, got '", info.weights_dtype, "'"));
   }
-
-  model::ModelConfig& c = info.config;
-  {
-    const YAML::Node a = root["architecture"];
-    if (!a.IsDefined()) return r.error("architecture", "is required");
-    CMN_RETURN_IF_ERROR(r.expect_map(a, "architecture"));
-    CMN_RETURN_IF_ERROR(r.check_keys(a, "architecture",
-                                     {"visual_extractor", "d_vf", "d_model", "d_ff", "num_heads", "num_layers",
-                                      "cmm_size", "cmm_dim", "topk", "use_bn", "dropout", "drop_prob_lm",
-                                      "vocab_size", "views", "dataset_name", "threshold"}));
-    const std::string p = "architecture";
-    CMN_RETURN_IF_ERROR(r.get(a, p, "visual_extractor", &c.visual_extractor));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "d_vf", &c.d_vf));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "d_model", &c.d_model));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "d_ff", &c.d_ff));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "num_heads", &c.num_heads));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "num_layers", &c.num_layers));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "cmm_size", &c.cmm_size));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "cmm_dim", &c.cmm_dim));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "topk", &c.topk));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "use_bn", &c.use_bn));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "dropout", &c.dropout));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "drop_prob_lm", &c.drop_prob_lm));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "vocab_size", &c.vocab_size));
-    // The view count decides the input tensor's shape: a bundle must say it rather than lean on a default.
-    CMN_RETURN_IF_ERROR(r.get(a, p, "views", &c.views, /*required=*/true));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "dataset_name", &c.dataset_name));
-    CMN_RETURN_IF_ERROR(r.get(a, p, "threshold", &c.threshold));
-    if (c.views < 1 || c.views > 4) return r.error("architecture.views", absl::StrCat("must be 1..4, got ", c.views));
-    if (c.vocab_size < 0) return r.error("architecture.vocab_size", "must not be negative");
+  const model::ModelConfig& c = info.config;
+  // The view count decides the input tensor's shape: a bundle must say it rather than lean on a default.
+  const YAML::Node& document = root;
+  if (const YAML::Node views = document["architecture"]["views"]; !views.IsDefined() || views.IsNull()) {
+    return error("architecture.views", "is required");
   }
-  if (const YAML::Node d = root["decoding"]; d.IsDefined()) {
-    CMN_RETURN_IF_ERROR(r.expect_map(d, "decoding"));
-    CMN_RETURN_IF_ERROR(r.check_keys(d, "decoding",
-                                     {"beam_size", "max_seq_length", "sample_method", "temperature",
-                                      "block_trigrams", "length_penalty", "seed"}));
-    const std::string p = "decoding";
-    CMN_RETURN_IF_ERROR(r.get(d, p, "beam_size", &c.beam_size));
-    CMN_RETURN_IF_ERROR(r.get(d, p, "max_seq_length", &c.max_seq_length));
-    CMN_RETURN_IF_ERROR(r.get(d, p, "sample_method", &c.sample_method));
-    CMN_RETURN_IF_ERROR(r.get(d, p, "temperature", &c.temperature));
-    CMN_RETURN_IF_ERROR(r.get(d, p, "block_trigrams", &c.block_trigrams));
-    CMN_RETURN_IF_ERROR(r.get(d, p, "length_penalty", &c.length_penalty));
-    CMN_RETURN_IF_ERROR(r.get(d, p, "seed", &c.seed));
+  if (c.views < 1 || c.views > 4) return error("architecture.views", absl::StrCat("must be 1..4, got ", c.views));
+  if (c.vocab_size < 0) return error("architecture.vocab_size", "must not be negative");
+  if (info.allowed_modalities.empty()) {
+    return error("preprocessing.allowed_modalities", "must be a non-empty list of modality codes");
   }
-  if (const YAML::Node pre = root["preprocessing"]; pre.IsDefined()) {
-    CMN_RETURN_IF_ERROR(r.expect_map(pre, "preprocessing"));
-    CMN_RETURN_IF_ERROR(r.check_keys(pre, "preprocessing", {"image_size", "mean", "std", "allowed_modalities"}));
-    if (const YAML::Node mods = pre["allowed_modalities"]; mods.IsDefined()) {
-      if (!mods.IsSequence() || mods.size() == 0) {
-        return r.error("preprocessing.allowed_modalities", "must be a non-empty list of modality codes");
-      }
-      info.allowed_modalities.clear();
-      for (const auto& m : mods) {
-        if (!m.IsScalar() || m.Scalar().empty()) {
-          return r.error("preprocessing.allowed_modalities", "entries must be modality codes such as CR");
-        }
-        info.allowed_modalities.push_back(m.Scalar());
-      }
-    }
-    CMN_RETURN_IF_ERROR(r.get(pre, "preprocessing", "image_size", &info.image.size));
-    CMN_RETURN_IF_ERROR(r.get_array(pre, "preprocessing", "mean", &info.image.mean));
-    CMN_RETURN_IF_ERROR(r.get_array(pre, "preprocessing", "std", &info.image.std));
-    // ResNet-101 downsamples by 32; below 32 pixels there is no patch grid left.
-    if (info.image.size < 32 || info.image.size > 4096) {
-      return r.error("preprocessing.image_size", absl::StrCat("must be 32..4096, got ", info.image.size));
-    }
-    for (float s : info.image.std) {
-      if (!(s > 0.0f)) return r.error("preprocessing.std", "values must be positive");
-    }
+  for (const std::string& m : info.allowed_modalities) {
+    if (m.empty()) return error("preprocessing.allowed_modalities", "entries must be modality codes such as CR");
+  }
+  // ResNet-101 downsamples by 32; below 32 pixels there is no patch grid left.
+  if (info.image.size < 32 || info.image.size > 4096) {
+    return error("preprocessing.image_size", absl::StrCat("must be 32..4096, got ", info.image.size));
+  }
+  for (float s : info.image.std) {
+    if (!(s > 0.0f)) return error("preprocessing.std", "values must be positive");
   }
 
   // The model library's own range checks (heads divide d_model, sample_method known, ...) name the field.
@@ -341,87 +208,16 @@ absl::StatusOr<BundleInfo> parse_model_yaml(const std::string& text, const std::
   return info;
 }
 
-// --- YAML writing ----------------------------------------------------------------------------------------
-
-// Shortest decimal text that reads back to the same value, so model.yaml shows 0.485 rather than
-// 0.485000014901161.
-template <typename T>
-std::string shortest(T value) {
-  for (int precision = 1; precision <= 17; ++precision) {
-    std::ostringstream s;
-    s.precision(precision);
-    s << value;
-    std::istringstream back(s.str());
-    T parsed{};
-    back >> parsed;
-    if (parsed == value) {
-      std::string text = s.str();
-      // Keep floats recognisably floats in YAML (1 -> 1.0).
-      if (text.find_first_of(".eEn") == std::string::npos) text += ".0";
-      return text;
-    }
-  }
-  return std::to_string(value);
-}
-
 std::string emit_model_yaml(const BundleInfo& info) {
-  const model::ModelConfig& c = info.config;
+  BundleInfo copy = info;
   YAML::Emitter out;
   out << YAML::Comment(
       "cmn model bundle. After editing this file, refresh the checksums:\n"
       "  sha256sum model.yaml " + info.weights_file + " vocab.txt > SHA256SUMS");
   out << YAML::Newline;
   out << YAML::BeginMap;
-  out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << info.name;
-  out << YAML::Key << "version" << YAML::Value << YAML::DoubleQuoted << info.version;
-  out << YAML::Key << "untrained" << YAML::Value << info.untrained;
-  out << YAML::Key << "intended_use" << YAML::Value << YAML::DoubleQuoted << info.intended_use;
-
-  out << YAML::Key << "architecture" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "visual_extractor" << YAML::Value << c.visual_extractor;
-  out << YAML::Key << "d_vf" << YAML::Value << c.d_vf;
-  out << YAML::Key << "d_model" << YAML::Value << c.d_model;
-  out << YAML::Key << "d_ff" << YAML::Value << c.d_ff;
-  out << YAML::Key << "num_heads" << YAML::Value << c.num_heads;
-  out << YAML::Key << "num_layers" << YAML::Value << c.num_layers;
-  out << YAML::Key << "cmm_size" << YAML::Value << c.cmm_size;
-  out << YAML::Key << "cmm_dim" << YAML::Value << c.cmm_dim;
-  out << YAML::Key << "topk" << YAML::Value << c.topk;
-  out << YAML::Key << "use_bn" << YAML::Value << c.use_bn;
-  out << YAML::Key << "dropout" << YAML::Value << shortest(c.dropout);
-  out << YAML::Key << "drop_prob_lm" << YAML::Value << shortest(c.drop_prob_lm);
-  out << YAML::Key << "vocab_size" << YAML::Value << c.vocab_size;
-  out << YAML::Key << "views" << YAML::Value << c.effective_views();
-  out << YAML::Key << "dataset_name" << YAML::Value << c.dataset_name;
-  out << YAML::Key << "threshold" << YAML::Value << c.threshold;
-  out << YAML::EndMap;
-
-  out << YAML::Key << "decoding" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "beam_size" << YAML::Value << c.beam_size;
-  out << YAML::Key << "max_seq_length" << YAML::Value << c.max_seq_length;
-  out << YAML::Key << "sample_method" << YAML::Value << c.sample_method;
-  out << YAML::Key << "temperature" << YAML::Value << shortest(c.temperature);
-  out << YAML::Key << "block_trigrams" << YAML::Value << c.block_trigrams;
-  out << YAML::Key << "length_penalty" << YAML::Value << YAML::DoubleQuoted << c.length_penalty;
-  out << YAML::Key << "seed" << YAML::Value << c.seed;
-  out << YAML::EndMap;
-
-  out << YAML::Key << "preprocessing" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "image_size" << YAML::Value << info.image.size;
-  out << YAML::Key << "mean" << YAML::Value << YAML::Flow << YAML::BeginSeq;
-  for (float v : info.image.mean) out << shortest(v);
-  out << YAML::EndSeq;
-  out << YAML::Key << "std" << YAML::Value << YAML::Flow << YAML::BeginSeq;
-  for (float v : info.image.std) out << shortest(v);
-  out << YAML::EndSeq;
-  out << YAML::Key << "allowed_modalities" << YAML::Value << YAML::Flow << YAML::BeginSeq;
-  for (const auto& m : info.allowed_modalities) out << m;
-  out << YAML::EndSeq;
-  out << YAML::EndMap;
-
-  out << YAML::Key << "weights" << YAML::Value << info.weights_file;
-  out << YAML::Key << "weights_format" << YAML::Value << info.weights_format;
-  out << YAML::Key << "weights_dtype" << YAML::Value << info.weights_dtype;
+  config::EmitVisitor emit(out, model::kBundleYaml);
+  visit(emit, copy);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
@@ -655,13 +451,7 @@ absl::Status write_bundle(const std::string& dir, const BundleInfo& meta, model:
   BundleInfo info = meta;
   model::ModelConfig& c = info.config;
   c = model->config();
-  c.beam_size = meta.config.beam_size;
-  c.max_seq_length = meta.config.max_seq_length;
-  c.sample_method = meta.config.sample_method;
-  c.temperature = meta.config.temperature;
-  c.block_trigrams = meta.config.block_trigrams;
-  c.length_penalty = meta.config.length_penalty;
-  c.seed = meta.config.seed;
+  model::copy_fields([](auto& v, model::ModelConfig& m) { model::visit_decoding(v, m); }, meta.config, c);
   c.views = c.effective_views();
   c.vocab_size = tokenizer.vocab_size();
 
@@ -724,12 +514,11 @@ absl::Status write_bundle(const std::string& dir, const BundleInfo& meta, model:
   CMN_RETURN_IF_ERROR(write_file_durably(path_in(tmp, kModelYaml), emit_model_yaml(info)));
   CMN_ASSIGN_OR_RETURN(const std::string sums, sums_text(tmp, {kModelYaml, info.weights_file, kVocabFile}));
   CMN_RETURN_IF_ERROR(write_file_durably(path_in(tmp, kChecksumFile), sums));
-  fsync_dir(tmp);
+  CMN_RETURN_IF_ERROR(fsync_dir(tmp));
 
   CMN_RETURN_IF_ERROR(publish(tmp, target.string(), options.overwrite));
   guard.release();
-  fsync_dir(parent.string());
-  return absl::OkStatus();
+  return fsync_dir(parent.string());
 }
 
 absl::Status write_sha256sums(const std::string& dir) {
@@ -746,14 +535,8 @@ absl::Status write_sha256sums(const std::string& dir) {
     return absl::InvalidArgumentError(absl::StrCat(yaml_path, ": key 'weights' must be a file name inside the bundle"));
   }
   CMN_ASSIGN_OR_RETURN(const std::string sums, sums_text(dir, {kModelYaml, weights, kVocabFile}));
-  // Write-then-rename: a reader never sees a half-written checksum list.
-  const std::string sums_path = path_in(dir, kChecksumFile);
-  const std::string tmp = sums_path + ".tmp";
-  CMN_RETURN_IF_ERROR(write_file_durably(tmp, sums));
-  if (std::rename(tmp.c_str(), sums_path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename '", tmp, "' to '", sums_path, "': ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
+  // Durable replace: a reader never sees a half-written checksum list.
+  return write_file_durably(path_in(dir, kChecksumFile), sums);
 }
 
 absl::StatusOr<BundleInfo> import_r2gencmn(const std::string& checkpoint_pth, const std::string& args_json,

@@ -1,226 +1,93 @@
 #include "cmn/server/config.h"
 
-#include <fstream>
-#include <set>
-#include <sstream>
-#include <utility>
-
 #include <yaml-cpp/yaml.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
+#include "cmn/common/config_reader.h"
 #include "cmn/common/status_macros.h"
 #include "cmn/pipeline/dicom_sr.h"
 
 namespace cmn::server {
 namespace {
 
-// Reads one YAML mapping strictly: every key must be read with get(), finish() reports the others.
-class Section {
- public:
-  // `keys`, when given, collects the dotted name of every key read (the schema, for documentation checks).
-  Section(YAML::Node node, std::string prefix, std::string source, std::vector<std::string>* keys = nullptr)
-      : node_(std::move(node)), prefix_(std::move(prefix)), source_(std::move(source)), keys_(keys) {}
+// ---- the field tables (config_reader.h): each key once; read, write and the key list follow from them ----
 
-  absl::Status check_map() const {
-    if (!node_.IsDefined() || node_.IsNull() || node_.IsMap()) return absl::OkStatus();
-    return error(prefix_.empty() ? "the document" : prefix_, "must be a mapping");
-  }
-
-  template <typename T>
-  absl::Status get(const char* key, T* out) {
-    seen_.insert(key);
-    if (keys_ != nullptr) keys_->push_back(name(key));
-    if (!node_.IsMap()) return absl::OkStatus();
-    const YAML::Node value = node_[key];
-    if (!value.IsDefined() || value.IsNull()) return absl::OkStatus();
-    if (!value.IsScalar()) return error(name(key), "must be a single value");
-    try {
-      *out = value.as<T>();
-    } catch (const YAML::Exception&) {
-      return error(name(key), absl::StrCat("'", value.Scalar(), "' is not a ", type_name(T{})));
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status get_list(const char* key, std::vector<std::string>* out) {
-    seen_.insert(key);
-    if (keys_ != nullptr) keys_->push_back(name(key));
-    if (!node_.IsMap()) return absl::OkStatus();
-    const YAML::Node value = node_[key];
-    if (!value.IsDefined() || value.IsNull()) return absl::OkStatus();
-    if (!value.IsSequence()) return error(name(key), "must be a list");
-    out->clear();
-    for (const auto& item : value) {
-      if (!item.IsScalar()) return error(name(key), "items must be single values");
-      out->push_back(item.Scalar());
-    }
-    return absl::OkStatus();
-  }
-
-  Section child(const char* key) {
-    seen_.insert(key);
-    return Section(node_.IsMap() ? node_[key] : YAML::Node(), name(key), source_, keys_);
-  }
-
-  absl::Status finish() const {
-    if (!node_.IsMap()) return absl::OkStatus();
-    for (const auto& entry : node_) {
-      const std::string key = entry.first.Scalar();
-      if (seen_.count(key) == 0) return error(name(key), "unknown key");
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  static const char* type_name(int) { return "whole number"; }
-  static const char* type_name(int64_t) { return "whole number"; }
-  static const char* type_name(double) { return "number"; }
-  static const char* type_name(bool) { return "boolean (true/false)"; }
-  static const char* type_name(const std::string&) { return "string"; }
-
-  std::string name(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
-  absl::Status error(const std::string& key, const std::string& what) const {
-    if (what == "unknown key") return absl::InvalidArgumentError(absl::StrCat(source_, ": unknown key '", key, "'"));
-    return absl::InvalidArgumentError(absl::StrCat(source_, ": ", key, ": ", what));
-  }
-
-  YAML::Node node_;
-  std::string prefix_;
-  std::string source_;
-  std::vector<std::string>* keys_;
-  std::set<std::string> seen_;
-};
-
-// Sets root[a][b][c] = value for "a.b.c=value"; intermediate mappings are created.
-absl::Status apply_override(YAML::Node& root, const std::string& assignment) {
-  const size_t eq = assignment.find('=');
-  if (eq == std::string::npos || eq == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("command line: '", assignment, "' is not key=value (e.g. server.port=50051)"));
-  }
-  const std::string key = assignment.substr(0, eq);
-  const std::string text = assignment.substr(eq + 1);
-  std::vector<std::string> parts = absl::StrSplit(key, '.');
-  for (const auto& part : parts) {
-    if (part.empty()) return absl::InvalidArgumentError(absl::StrCat("command line: bad key '", key, "'"));
-  }
-  YAML::Node value;
-  try {
-    value = text.empty() ? YAML::Node(std::string()) : YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("command line: ", key, ": cannot parse '", text, "': ", e.msg));
-  }
-  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
-  YAML::Node current = root;
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    YAML::Node next = current[parts[i]];
-    if (!next.IsDefined() || next.IsNull()) {
-      current[parts[i]] = YAML::Node(YAML::NodeType::Map);
-      next = current[parts[i]];
-    } else if (!next.IsMap()) {
-      return absl::InvalidArgumentError(absl::StrCat("command line: '", absl::StrJoin(parts.begin(),
-                                                     parts.begin() + static_cast<long>(i) + 1, "."),
-                                                     "' is not a section"));
-    }
-    current.reset(next);  // re-seat the handle; `current = next` would overwrite the node's content
-  }
-  current[parts.back()] = value;
-  return absl::OkStatus();
+template <class V>
+void visit(V& v, ListenOptions& o) {
+  v("host", o.host);
+  v("port", o.port);
+  v("max_receive_message_mb", o.max_receive_message_mb);
+  v("max_send_message_mb", o.max_send_message_mb);
+  v("max_threads", o.max_threads);
+  v("shutdown_grace_s", o.shutdown_grace_s);
+  v("reflection", o.reflection);
+  v("health_port", o.health_port);
 }
 
-absl::Status read_config(const YAML::Node& root, const std::string& source, ServerConfig* c,
-                         std::vector<std::string>* keys = nullptr) {
-  Section top(root, "", source, keys);
+template <class V>
+void visit(V& v, ModelOptions& o) {
+  v("bundle", o.bundle);
+  v("r2gencmn", o.r2gencmn);
+  v("args", o.args);
+  v("annotation", o.annotation);
+  v("threads", o.threads);
+  v("allow_untrained", o.allow_untrained);
+}
+
+template <class V>
+void visit(V& v, EngineOptions& o) {
+  v("max_batch_size", o.max_batch_size);
+  v("max_queue_delay_ms", o.max_queue_delay_ms);
+  v("max_pending", o.max_pending);
+  v("preprocess_threads", o.preprocess_threads);
+}
+
+template <class V>
+void visit(V& v, LimitsOptions& o) {
+  v("max_instances", o.max_instances);
+  v("max_pixels", o.max_pixels);
+  v("max_dimension", o.max_dimension);
+  v("max_beam_size", o.max_beam_size);
+  v("max_length", o.max_length);
+}
+
+template <class V>
+void visit(V& v, pipeline::SrOptions& o) {
+  // model_name, model_version, untrained and draft_statement are the bundle's, not the file's.
+  v("uid_root", o.uid_root);
+  v("device_uid", o.device_uid);
+  v("manufacturer", o.manufacturer);
+  v("series_description", o.series_description);
+  v("series_number", o.series_number);
+}
+
+template <class V>
+void visit(V& v, ServerConfig& c) {
+  v.section("server", [&](auto& s) { visit(s, c.server); });
+  v.section("model", [&](auto& s) { visit(s, c.model); });
+  v.section("engine", [&](auto& s) { visit(s, c.engine); });
+  v.section("limits", [&](auto& s) { visit(s, c.limits); });
+  v.section("study", [&](auto& s) { s("allowed_modalities", c.study.allowed_modalities); });
+  v.section("auth", [&](auto& s) { s("token_hashes_file", c.auth.token_hashes_file); });
+  v.section("tls", [&](auto& s) {
+    s("cert_file", c.tls.cert_file);
+    s("key_file", c.tls.key_file);
+    s("client_ca_file", c.tls.client_ca_file);
+  });
+  v.section("metrics", [&](auto& s) {
+    s("host", c.metrics.host);
+    s("port", c.metrics.port);
+  });
+  v.section("logging", [&](auto& s) { s("requests", c.logging.requests); });
+  v.section("sr", [&](auto& s) { visit(s, c.sr); });
+}
+
+absl::Status read_config(const YAML::Node& root, const std::string& source, ServerConfig* c) {
+  config::Section top(root, "", source);
   CMN_RETURN_IF_ERROR(top.check_map());
-  {
-    Section s = top.child("server");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get("host", &c->server.host));
-    CMN_RETURN_IF_ERROR(s.get("port", &c->server.port));
-    CMN_RETURN_IF_ERROR(s.get("max_receive_message_mb", &c->server.max_receive_message_mb));
-    CMN_RETURN_IF_ERROR(s.get("max_send_message_mb", &c->server.max_send_message_mb));
-    CMN_RETURN_IF_ERROR(s.get("max_threads", &c->server.max_threads));
-    CMN_RETURN_IF_ERROR(s.get("shutdown_grace_s", &c->server.shutdown_grace_s));
-    CMN_RETURN_IF_ERROR(s.get("reflection", &c->server.reflection));
-    CMN_RETURN_IF_ERROR(s.get("health_port", &c->server.health_port));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  {
-    Section s = top.child("model");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get("bundle", &c->model.bundle));
-    CMN_RETURN_IF_ERROR(s.get("r2gencmn", &c->model.r2gencmn));
-    CMN_RETURN_IF_ERROR(s.get("args", &c->model.args));
-    CMN_RETURN_IF_ERROR(s.get("annotation", &c->model.annotation));
-    CMN_RETURN_IF_ERROR(s.get("threads", &c->model.threads));
-    CMN_RETURN_IF_ERROR(s.get("allow_untrained", &c->model.allow_untrained));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  {
-    Section s = top.child("engine");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get("max_batch_size", &c->engine.max_batch_size));
-    CMN_RETURN_IF_ERROR(s.get("max_queue_delay_ms", &c->engine.max_queue_delay_ms));
-    CMN_RETURN_IF_ERROR(s.get("max_pending", &c->engine.max_pending));
-    CMN_RETURN_IF_ERROR(s.get("preprocess_threads", &c->engine.preprocess_threads));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  {
-    Section s = top.child("limits");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get("max_instances", &c->limits.max_instances));
-    CMN_RETURN_IF_ERROR(s.get("max_pixels", &c->limits.max_pixels));
-    CMN_RETURN_IF_ERROR(s.get("max_dimension", &c->limits.max_dimension));
-    CMN_RETURN_IF_ERROR(s.get("max_beam_size", &c->limits.max_beam_size));
-    CMN_RETURN_IF_ERROR(s.get("max_length", &c->limits.max_length));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  {
-    Section s = top.child("study");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get_list("allowed_modalities", &c->study.allowed_modalities));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  {
-    Section s = top.child("auth");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get("token_hashes_file", &c->auth.token_hashes_file));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  {
-    Section s = top.child("tls");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get("cert_file", &c->tls.cert_file));
-    CMN_RETURN_IF_ERROR(s.get("key_file", &c->tls.key_file));
-    CMN_RETURN_IF_ERROR(s.get("client_ca_file", &c->tls.client_ca_file));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  {
-    Section s = top.child("metrics");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get("host", &c->metrics.host));
-    CMN_RETURN_IF_ERROR(s.get("port", &c->metrics.port));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  {
-    Section s = top.child("logging");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get("requests", &c->logging.requests));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  {
-    Section s = top.child("sr");
-    CMN_RETURN_IF_ERROR(s.check_map());
-    CMN_RETURN_IF_ERROR(s.get("uid_root", &c->sr.uid_root));
-    CMN_RETURN_IF_ERROR(s.get("device_uid", &c->sr.device_uid));
-    CMN_RETURN_IF_ERROR(s.get("manufacturer", &c->sr.manufacturer));
-    CMN_RETURN_IF_ERROR(s.get("series_description", &c->sr.series_description));
-    CMN_RETURN_IF_ERROR(s.get("series_number", &c->sr.series_number));
-    CMN_RETURN_IF_ERROR(s.finish());
-  }
-  return top.finish();
+  config::ReadVisitor reader(top);
+  visit(reader, *c);
+  return reader.finish();
 }
 
 absl::Status at_least(const char* key, int64_t value, int64_t min) {
@@ -232,9 +99,20 @@ absl::Status at_least(const char* key, int64_t value, int64_t min) {
 
 std::vector<std::string> server_config_keys() {
   std::vector<std::string> keys;
-  ServerConfig ignored;
-  (void)read_config(YAML::Node(), "schema", &ignored, &keys);
+  config::KeysVisitor collect(&keys);
+  ServerConfig defaults;
+  visit(collect, defaults);
   return keys;
+}
+
+std::string to_yaml(const ServerConfig& config) {
+  ServerConfig copy = config;
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  config::EmitVisitor emit(out);
+  visit(emit, copy);
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
 }
 
 absl::Status validate_server_config(const ServerConfig& c) {
@@ -302,23 +180,11 @@ absl::Status validate_server_config(const ServerConfig& c) {
 
 absl::StatusOr<ServerConfig> parse_server_config(const std::string& yaml_text, const std::string& source,
                                                  const std::vector<std::string>& overrides) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid YAML: ", e.what()));
-  }
-  if (root.IsDefined() && !root.IsNull() && !root.IsMap()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": must be a mapping of sections"));
-  }
-  // Overrides are checked against the schema on their own first, so an error names the command line.
-  ServerConfig scratch;
-  for (const auto& assignment : overrides) {
-    YAML::Node single;
-    CMN_RETURN_IF_ERROR(apply_override(single, assignment));
-    CMN_RETURN_IF_ERROR(read_config(single, "command line", &scratch));
-    CMN_RETURN_IF_ERROR(apply_override(root, assignment));
-  }
+  const auto check = [](const YAML::Node& document, const std::string& where) {
+    ServerConfig scratch;
+    return read_config(document, where, &scratch);
+  };
+  CMN_ASSIGN_OR_RETURN(const YAML::Node root, config::load_with_overrides(yaml_text, source, overrides, check));
   ServerConfig config;
   CMN_RETURN_IF_ERROR(read_config(root, source, &config));
   CMN_RETURN_IF_ERROR(validate_server_config(config));
@@ -328,11 +194,7 @@ absl::StatusOr<ServerConfig> parse_server_config(const std::string& yaml_text, c
 absl::StatusOr<ServerConfig> load_server_config(const std::string& path, const std::vector<std::string>& overrides) {
   std::string text;
   if (!path.empty()) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("cannot open config '", path, "'"));
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    text = buffer.str();
+    CMN_ASSIGN_OR_RETURN(text, config::read_text_file(path));
   }
   return parse_server_config(text, path.empty() ? "defaults" : path, overrides);
 }

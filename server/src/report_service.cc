@@ -344,12 +344,7 @@ absl::Status ReportServiceImpl::fill_dicom_sr(const preprocessing::AssembledStud
     }
     sources.push_back(request.instances(index).data());
   }
-  pipeline::SrOptions sr;
-  sr.uid_root = options_.sr.uid_root;
-  sr.device_uid = options_.sr.device_uid;
-  sr.manufacturer = options_.sr.manufacturer;
-  sr.series_description = options_.sr.series_description;
-  sr.series_number = options_.sr.series_number;
+  pipeline::SrOptions sr = options_.sr;
   sr.model_name = model_->info.name;
   sr.model_version = model_->info.version;
   sr.untrained = model_->info.untrained;

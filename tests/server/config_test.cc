@@ -128,5 +128,29 @@ TEST(ServerConfigTest, ListWhereAValueBelongsIsAnError) {
   EXPECT_NE(config.status().message().find("model.bundle"), std::string::npos) << config.status();
 }
 
+TEST(ServerConfigTest, WrittenConfigReadsBackToTheSameValues) {
+  auto config = load_server_config(source_path("configs/server.yaml"),
+                                   {"server.port=0", "model.bundle=/some/dir", "study.allowed_modalities=[CR, DX]",
+                                    "engine.max_batch_size=8", "server.shutdown_grace_s=2.5", "logging.requests=false",
+                                    "sr.uid_root=1.2.826.0.1.3680043.10.543.99", "sr.series_number=42"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::string yaml = to_yaml(*config);
+  auto back = parse_server_config(yaml, "written.yaml");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << yaml;
+  EXPECT_EQ(to_yaml(*back), yaml);
+  EXPECT_EQ(back->server.port, 0);
+  EXPECT_EQ(back->server.shutdown_grace_s, 2.5);
+  EXPECT_EQ(back->model.bundle, "/some/dir");
+  EXPECT_EQ(back->engine.max_batch_size, 8);
+  EXPECT_EQ(back->study.allowed_modalities, (std::vector<std::string>{"CR", "DX"}));
+  EXPECT_FALSE(back->logging.requests);
+  EXPECT_EQ(back->sr.uid_root, "1.2.826.0.1.3680043.10.543.99");
+  EXPECT_EQ(back->sr.series_number, 42);
+  // Every key is written (the key list and the writer come from the same table).
+  for (const auto& key : server_config_keys()) {
+    EXPECT_NE(yaml.find(key.substr(key.find('.') + 1) + ":"), std::string::npos) << key;
+  }
+}
+
 }  // namespace
 }  // namespace cmn::server

@@ -1,6 +1,5 @@
 #include "cmn/pacs/pacs_loop.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cmn/common/durable_write.h"
 #include "cmn/v1/report_service.grpc.pb.h"
 #include "in_process.h"
 
@@ -45,15 +45,6 @@ PendingStudy pending_from(const json& j) {
   p.next_try_unix = j.value("next_try_unix", 0.0);
   p.last_error = j.value("last_error", std::string());
   return p;
-}
-
-// fsync of a path (a file or a directory).
-bool sync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_WRONLY) | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  return ok;
 }
 
 // Splits "http://host:port/prefix" for httplib.
@@ -128,20 +119,9 @@ absl::Status save_state(const std::string& path, const PacsState& state) {
   for (const auto& [id, p] : state.pending) j["pending"].push_back(pending_json(p));
   j["failed"] = json::array();
   for (const auto& [id, p] : state.failed) j["failed"].push_back(pending_json(p));
-  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out << j.dump(2) << "\n";
-    out.close();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write state file '", temp, "'"));
-  }
-  if (!sync_path(temp, false)) return absl::InternalError(absl::StrCat("cannot fsync '", temp, "'"));
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename '", temp, "' to '", path, "'"));
-  }
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  sync_path(dir, true);  // best effort: some file systems refuse fsync on directories
+  // durable_write.h: the cursor on disk is the old one or the new one, never a torn file.
+  const std::string error = durable::write_file(path, j.dump(2) + "\n");
+  if (!error.empty()) return absl::InternalError(absl::StrCat("state file: ", error));
   return absl::OkStatus();
 }
 

@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cmn/common/durable_write.h"
 #include "cmn/model/checkpoint.h"
 #include "cmn/pipeline/bundle.h"
 #include "cmn/train/distributed.h"
@@ -39,22 +40,14 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
-// torch archive -> temporary file -> fsync -> rename -> fsync(dir): readers see the old file or the new one.
+// torch archive -> durable_write.h (temporary file, fsync, rename, fsync of the folder): readers see the old
+// file or the new one.
 void save_archive_atomically(torch::serialize::OutputArchive& archive, const std::string& path) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  archive.save_to(tmp);
-  fsync_path(tmp, false);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  TORCH_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
-  fsync_path(fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string(), true);
+  const std::string error = durable::replace_file(path, [&](const std::string& tmp) {
+    archive.save_to(tmp);
+    return std::string();
+  });
+  TORCH_CHECK(error.empty(), error);
 }
 
 torch::Tensor scalar_tensor(double v) { return torch::tensor({v}, torch::kDouble); }
@@ -550,23 +543,21 @@ void Trainer::write_plot() {
       data << h.epoch << " " << h.train_loss << " " << get("val_BLEU_4") << " " << get("val_CIDEr") << "\n";
     }
   }
-  {
-    std::ofstream gp(dir + "/plot.gp");
-    // Drawn to loss.png.tmp and renamed below: a reader never sees a half-written PNG.
-    gp << "set terminal pngcairo size 900,500\nset output '" << dir << "/loss.png.tmp'\n"
-       << "set xlabel 'epoch'\nset ylabel 'train loss'\nset y2label 'val score'\nset y2tics\nset key outside\n"
-       << "plot '" << dir << "/plot.dat' using 1:2 with linespoints title 'train loss', "
-       << "'' using 1:3 axes x1y2 with linespoints title 'val BLEU-4', "
-       << "'' using 1:4 axes x1y2 with linespoints title 'val CIDEr'\n";
-  }
-  const std::string cmd = "gnuplot '" + dir + "/plot.gp' >/dev/null 2>&1";
-  if (std::system(cmd.c_str()) != 0) {
-    LOG(WARNING) << "gnuplot failed; no loss.png";
-    return;
-  }
-  std::error_code ec;
-  fs::rename(dir + "/loss.png.tmp", dir + "/loss.png", ec);
-  if (ec) LOG(WARNING) << "cannot rename " << dir << "/loss.png.tmp: " << ec.message();
+  // Drawn to a temporary file that durable_write.h renames: a reader never sees a half-written PNG.
+  const std::string error = durable::replace_file(dir + "/loss.png", [&](const std::string& tmp) -> std::string {
+    {
+      std::ofstream gp(dir + "/plot.gp");
+      gp << "set terminal pngcairo size 900,500\nset output '" << tmp << "'\n"
+         << "set xlabel 'epoch'\nset ylabel 'train loss'\nset y2label 'val score'\nset y2tics\nset key outside\n"
+         << "plot '" << dir << "/plot.dat' using 1:2 with linespoints title 'train loss', "
+         << "'' using 1:3 axes x1y2 with linespoints title 'val BLEU-4', "
+         << "'' using 1:4 axes x1y2 with linespoints title 'val CIDEr'\n";
+    }
+    const std::string cmd = "gnuplot '" + dir + "/plot.gp' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) != 0) return "gnuplot failed";
+    return "";
+  });
+  if (!error.empty()) LOG(WARNING) << "no loss.png: " << error;
 }
 
 void Trainer::write_bundle_dir() {
@@ -599,15 +590,17 @@ void Trainer::run() {
   const auto& t = config_.trainer;
   fs::create_directories(t.save_dir);
   if (writes_files()) {
-    std::ofstream out(t.save_dir + "/config.yaml");
-    out << to_yaml(config_);
+    const std::string error = durable::write_file(t.save_dir + "/config.yaml", to_yaml(config_));
+    TORCH_CHECK(error.empty(), error);
   }
   auto write_predictions = [&](const EvalResult& r) {
     if (!writes_files()) return;
-    std::ofstream out(t.save_dir + "/predictions_" + r.split + ".jsonl");
+    std::string lines;
     for (size_t i = 0; i < r.ids.size(); ++i) {
-      out << nlohmann::json{{"id", r.ids[i]}, {"report", r.predictions[i]}, {"reference", r.references[i]}}.dump() << "\n";
+      lines += nlohmann::json{{"id", r.ids[i]}, {"report", r.predictions[i]}, {"reference", r.references[i]}}.dump() + "\n";
     }
+    const std::string error = durable::write_file(t.save_dir + "/predictions_" + r.split + ".jsonl", lines);
+    TORCH_CHECK(error.empty(), error);
   };
   if (t.run_type == "val" || t.run_type == "test") {
     if (t.init_checkpoint.empty() && t.resume.empty()) {
@@ -705,15 +698,8 @@ void Trainer::write_best_summary() {
   j["monitor"] = t.run_type == "train_val" ? "last epoch (train_val)" : "val_" + t.monitor_metric;
   j["train_loss"] = best->train_loss;
   for (const auto& [k, v] : best->values) j[k] = v;
-  const std::string path = t.save_dir + "/best.json", tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << j.dump(2) << "\n";
-    TORCH_CHECK(out.good(), "cannot write '", tmp, "'");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  TORCH_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
+  const std::string error = durable::write_file(t.save_dir + "/best.json", j.dump(2) + "\n");
+  TORCH_CHECK(error.empty(), error);
   std::ostringstream line;
   line << "best epoch " << best->epoch << " (" << j["monitor"].get<std::string>() << ")";
   for (const auto& [k, v] : best->values) {

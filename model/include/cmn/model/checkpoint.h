@@ -41,7 +41,8 @@ struct CheckpointWriteOptions {
 };
 
 // Writes tensors (contiguous copies, any dtype) in the torch.save zip format, loadable by torch.load in
-// Python and by read_checkpoint. The write is atomic: a temporary file in the same folder is renamed.
+// Python and by read_checkpoint. The write is durable (cmn/common/durable_write.h): a temporary file in the
+// same folder, fsynced, renamed over `path`, then the folder fsynced; a failure leaves no temporary file.
 void write_checkpoint(const std::string& path, const StateDict& state_dict, const CheckpointWriteOptions& options = {});
 
 struct LoadReport {

@@ -9,7 +9,7 @@
 //   annotation.json                 {"train": [...], "val": [...], "test": [...]}, R2Gen entries
 //                                   {"id", "report", "image_path": ["<id>/0.png", ...], "split"}
 //   manifest.jsonl                  one line per study: id, split, seed, findings, geometry, view files
-// Every file is written to a temporary name and renamed, so a killed run leaves whole files only.
+// Every file is written durably (temporary name, fsync, rename), so a killed run leaves whole files only.
 #include <array>
 #include <cstdint>
 #include <string>
@@ -65,7 +65,8 @@ DatasetSummary write_dataset(const std::string& out_dir, const DatasetOptions& o
 // Seed of study `index` in a dataset seeded with `seed` (what the manifest records).
 uint64_t study_seed(uint64_t dataset_seed, int index);
 
-// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+// Replaces `path` with `bytes` durably (cmn/common/durable_write.h: temporary file beside it, fsync, rename,
+// fsync of the folder). Throws std::runtime_error naming the path and the reason.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
 }  // namespace cmn::phantom

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cmn/pipeline/dicom_sr.h"
 
 namespace cmn::server {
 
@@ -86,15 +87,6 @@ struct LoggingOptions {
   bool requests = true;         // one INFO line per call (method, status, study UID, timings; no patient data)
 };
 
-// `sr:` the DICOM SR returned when a request sets output.dicom_sr (pipeline/dicom_sr.h).
-struct SrConfig {
-  std::string uid_root;              // root of the SR's new Series/SOP Instance UIDs; "" = 2.25 UUID-derived UIDs
-  std::string device_uid;            // Device Observer UID; "" = stable UID derived from the model name and version
-  std::string manufacturer = "cmn";  // Device Observer Manufacturer, Manufacturer (0008,0070)
-  std::string series_description = "AI DRAFT report - unverified, not for diagnostic use (cmn)";
-  int series_number = 9901;          // Series Number of the SR series
-};
-
 struct ServerConfig {
   ListenOptions server;
   ModelOptions model;
@@ -105,7 +97,10 @@ struct ServerConfig {
   TlsOptions tls;
   MetricsOptions metrics;
   LoggingOptions logging;
-  SrConfig sr;
+  // `sr:` the DICOM SR returned when a request sets output.dicom_sr. The file sets uid_root, device_uid,
+  // manufacturer, series_description and series_number; the model's name, version and untrained flag come
+  // from the loaded bundle.
+  pipeline::SrOptions sr;
 };
 
 // Reads `path` ("" = all defaults), applies each "dotted.key=value" override (the value is parsed as YAML, so
@@ -119,5 +114,7 @@ absl::StatusOr<ServerConfig> parse_server_config(const std::string& yaml_text, c
 absl::Status validate_server_config(const ServerConfig& config);
 // Every key the reader knows, dotted ("server.port", ...), in reading order.
 std::vector<std::string> server_config_keys();
+// The configuration as YAML that parse_server_config reads back to the same values (every key written).
+std::string to_yaml(const ServerConfig& config);
 
 }  // namespace cmn::server

@@ -30,7 +30,7 @@ struct ServiceOptions {
   EngineOptions engine;
   StudyConfig study;
   LoggingOptions logging;
-  SrConfig sr;                            // the DICOM SR of output.dicom_sr
+  pipeline::SrOptions sr;                 // the DICOM SR of output.dicom_sr (model fields: from the bundle)
   int64_t max_receive_message_bytes = 0;  // reported in ModelInfo.limits
 };
 
