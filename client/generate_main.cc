@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cmn/common/file_util.h"
+#include "cmn/metrics/chexpert_ce.h"
 #include "cmn/metrics/metrics.h"
 #include "cmn/metrics/references.h"
 #include "cmn/model/runtime.h"
@@ -156,6 +157,17 @@ nlohmann::ordered_json score_lines(const std::vector<std::string>& lines,
   const auto scores = cmn::metrics::evaluate(examples);
   for (const auto& [name, value] : scores.named()) out[name] = value;
   out["METEOR_method"] = cmn::metrics::kMeteorLabel;
+  // Clinical efficacy on CheXpert's 14 observations, as cmn-eval --clinical (U-zeros, R2GenCMN's policy).
+  std::vector<std::string> hyps, refs;
+  for (const auto& ex : examples) {
+    hyps.push_back(ex.hypothesis);
+    refs.push_back(ex.references.front());
+  }
+  const auto policy = cmn::metrics::UncertainPolicy::kZeros;
+  for (const auto& [name, value] : cmn::metrics::chexpert_ce(refs, hyps, policy).named()) {
+    if (name.rfind("AUCROC_", 0) != 0) out["CE_" + name] = value;
+  }
+  out["CE_uncertain"] = cmn::metrics::uncertain_policy_description(policy);
   return out;
 }
 
