@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cmn/metrics/chexpert_csv.h"
+#include "cmn/metrics/observations.h"
 
 namespace cmn::metrics {
 namespace {
@@ -190,6 +191,25 @@ TEST(ChexpertCsv, QuotingRoundTripsAndBadFilesAreNamed) {
   EXPECT_THROW(read_labeled_csv(bad_cell), std::invalid_argument);
   // blank lines between reports are skipped, as pandas does
   EXPECT_EQ(read_reports_csv("a\n\nb\n"), (std::vector<std::string>{"a", "b"}));
+}
+
+// observations.h (the SR / FHIR outputs) states what the 14-observation labeler finds, in column order.
+TEST(StatedObservations, AllFourteenObservationsFromTheLabeler) {
+  const auto stated = stated_observations("Possible small effusion. No pneumothorax. Cardiomegaly. Left PICC line.");
+  ASSERT_EQ(stated.size(), 4u);
+  EXPECT_EQ(stated[0].name, "Cardiomegaly");
+  EXPECT_EQ(stated[0].state, StatedObservation::State::kPresent);
+  EXPECT_EQ(stated[1].name, "Pneumothorax");
+  EXPECT_EQ(stated[1].state, StatedObservation::State::kAbsent);
+  EXPECT_EQ(stated[2].name, "Pleural Effusion");
+  EXPECT_EQ(stated[2].state, StatedObservation::State::kUncertain);
+  EXPECT_EQ(stated[3].name, "Support Devices");
+  const auto normal = stated_observations("Heart size is normal. The lungs are clear.");
+  ASSERT_EQ(normal.size(), 2u);
+  EXPECT_EQ(normal[0].name, "No Finding");
+  EXPECT_EQ(normal[0].state, StatedObservation::State::kPresent);
+  EXPECT_EQ(normal[1].name, "Cardiomegaly");
+  EXPECT_EQ(normal[1].state, StatedObservation::State::kAbsent);
 }
 
 }  // namespace
