@@ -96,7 +96,7 @@ std::string negation_cue_before(const Tokens& t, std::size_t i) {
                  "cleared", "absent"})) {
     return w;
   }
-  if (w == "not" && next != "well" && next != "clearly") return w;
+  if (w == "not" && next.rfind("well", 0) != 0 && next != "clearly") return w;
   if (one_of(w, {"negative"}) && next == "for") return "negative for";
   if (one_of(w, {"free", "clear", "clearing", "resolution", "removal", "history", "disappearance", "drainage",
                  "absence"}) &&
@@ -125,14 +125,18 @@ std::string negation_before(const Tokens& t, std::size_t first, std::size_t lo) 
       if (t[j].word == "no" || t[j].word == "without") return t[j].word + " ... to " + t[to_suggest + 1].word;
     }
   }
+  bool comma = false;
   for (std::size_t i = first; i > lo; --i) {
     const std::size_t j = i - 1;
     const std::string cue = negation_cue_before(t, j);
     if (!cue.empty()) {
-      // "not" and the predicate adjectives only reach a mention close by ("not pneumonia", "normal heart size").
+      // "not" and the predicate adjectives only reach a mention close by ("not pneumonia", "normal heart size");
+      // an adjective modifies its own noun phrase, not the next item of a comma list.
       if ((cue == "not" || cue == "absent") && first - j > 3) return "";
+      if ((cue == "normal" || cue == "unremarkable") && comma) return "";
       return cue;
     }
+    comma = comma || t[j].word == ",";
     if (is_verb(t[j].word) || t[j].word == "with" || starts_new_clause(t, j)) return "";
   }
   return "";
@@ -215,7 +219,9 @@ std::string uncertainty_after(const Tokens& t, std::size_t last, std::size_t hi)
     const std::string& w = t[i].word;
     const std::string& next = i + 1 < hi ? t[i + 1].word : std::string();
     if (one_of(w, {"suspected", "questionable", "possible", "obscured", "equivocal", "versus", "vs"})) return w;
-    if (w == "not" && one_of(next, {"appreciated", "well", "clearly", "excluded"})) return "not " + next;
+    if (w == "not" && one_of(next, {"appreciated", "well", "clearly", "excluded", "well-seen", "well-visualized"})) {
+      return "not " + next;
+    }
     if (one_of(w, {"poorly", "incompletely"}) && one_of(next, {"evaluated", "visualized", "seen"})) {
       return w + " " + next;
     }
@@ -258,20 +264,21 @@ std::string stable_heart(const Tokens& t, std::size_t first, std::size_t last, s
     size = size || t[i].word == "size";
   }
   if (!heart) return "";
-  // Its own modifiers only: "stable cardiomediastinal silhouette", not "stable enlargement of the heart".
-  for (std::size_t i = first, steps = 0; i > lo && steps < 2; --i, ++steps) {
+  // Its own modifiers, also over "and" ("stable heart size and mediastinal contours"), but not "stable
+  // enlargement of the heart".
+  for (std::size_t i = first, steps = 0; i > lo && steps < 5; --i, ++steps) {
     const std::string& w = t[i - 1].word;
     if (w == "stable" || w == "unchanged") return w;
     if (w == "borderline" && size) return w;
-    if (!is_word_char(w[0]) || one_of(w, {"of", "the", "a", "an", "and", "or"})) break;
+    if (!is_word_char(w[0]) || is_verb(w) || one_of(w, {"of", "the", "a", "an", "or", "with", "no", "normal"})) break;
   }
   int verbs = 0;
-  for (std::size_t i = last, steps = 0; i < hi && steps < 6; ++i, ++steps) {
+  for (std::size_t i = last, steps = 0; i < hi && steps < 8; ++i, ++steps) {
     const std::string& w = t[i].word;
     if (one_of(w, {"stable", "unchanged", "similar"})) return w;
     if (w == "borderline" && size) return w;
     if (w == "not" && at(t, static_cast<std::ptrdiff_t>(i) + 1) == "changed") return "not changed";
-    if (one_of(w, {"with", "without", "and", ","})) break;
+    if (one_of(w, {"with", "without", "there", ";"}) || starts_new_clause(t, i)) break;
     if (is_verb(w) && ++verbs > 1) break;
   }
   return "";
