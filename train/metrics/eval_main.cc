@@ -12,7 +12,8 @@
 // CE_F1_MACRO, CE_F1_MICRO, CE_PRECISION_*, CE_RECALL_*, CE_AVG_AUCROC, CE_AUCROC_<observation> and
 // "CE_uncertain" naming the uncertainty policy. --res-labels/--gts-labels score two CheXpert-format label files
 // (e.g. from the original labeler) as R2GenCMN's compute_ce.py: F1_MACRO, ..., AUCROC_<observation>, with
-// "uncertain" naming the policy; an AUROC undefined (one class in the references) is null.
+// "uncertain" naming the policy; an AUROC undefined (one class in the references) is null. --phantom-findings
+// (with --clinical) adds the phantom benchmark's six findings as CE_phantom_*.
 // Exit codes: 0 ok, 1 bad input (one line on stderr naming it), 2 bad command line.
 #include <CLI/CLI.hpp>
 
@@ -28,6 +29,7 @@
 
 #include "cmn/metrics/chexpert_ce.h"
 #include "cmn/metrics/chexpert_csv.h"
+#include "cmn/metrics/labels.h"
 #include "cmn/metrics/metrics.h"
 #include "cmn/metrics/references.h"
 #include "cmn/model/tokenizer.h"
@@ -122,6 +124,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"zeros", "ones"}))
       ->capture_default_str();
   app.add_flag("--uncertain-positive", uncertain_positive, "the same as --uncertain ones");
+  bool phantom_findings = false;
+  app.add_flag("--phantom-findings", phantom_findings,
+               "with --clinical: also CE on the phantom benchmark's six findings (cmn/metrics/labels.h) as "
+               "CE_phantom_macro_F1, CE_phantom_micro_F1, ..., CE_phantom_<finding>_F1");
   try {
     app.parse(argc, argv);
     const bool label_mode = res_opt->count() > 0 || gts_opt->count() > 0;
@@ -229,6 +235,12 @@ int main(int argc, char** argv) {
     }
     for (const auto& [name, value] : cmn::metrics::chexpert_ce(refs, hyps, policy).named()) out["CE_" + name] = value;
     out["CE_uncertain"] = cmn::metrics::uncertain_policy_description(policy);
+    if (phantom_findings) {
+      const bool ones = policy == cmn::metrics::UncertainPolicy::kOnes;
+      for (const auto& [name, value] : cmn::metrics::clinical_efficacy(hyps, refs, ones).named()) {
+        out["CE_phantom_" + name.substr(3)] = value;
+      }
+    }
   }
   std::cout << out.dump() << std::endl;
   return 0;

@@ -209,6 +209,7 @@ std::string uncertainty_before(const Tokens& t, std::size_t first, std::size_t l
   for (std::size_t i = first; i > lo; --i) {
     const std::string cue = uncertainty_cue_before(t, i - 1);
     if (!cue.empty()) return cue;
+    if (starts_new_clause(t, i - 1)) return "";  // "..., may be positional, the heart is enlarged"
   }
   return "";
 }
