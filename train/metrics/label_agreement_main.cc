@@ -56,10 +56,9 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-std::map<std::string, std::size_t> columns(const std::vector<std::string>& header, const std::string& file) {
+std::map<std::string, std::size_t> columns(const std::vector<std::string>& header) {
   std::map<std::string, std::size_t> c;
   for (std::size_t i = 0; i < header.size(); ++i) c[header[i]] = i;
-  (void)file;
   return c;
 }
 
@@ -97,8 +96,8 @@ int main(int argc, char** argv) {
     const auto reports = cmn::metrics::parse_csv(read_file(reports_path));
     const auto gold = cmn::metrics::parse_csv(read_file(gold_path));
     if (reports.empty() || gold.empty()) throw std::runtime_error("empty input file");
-    const auto rc = columns(reports[0], reports_path);
-    const auto gc = columns(gold[0], gold_path);
+    const auto rc = columns(reports[0]);
+    const auto gc = columns(gold[0]);
     const std::size_t uid = need(rc, "uid", reports_path), fi = need(rc, "findings", reports_path),
                       im = need(rc, "impression", reports_path), fname = need(gc, "filename", gold_path);
     std::map<std::string, const std::vector<std::string>*> gold_by_uid;

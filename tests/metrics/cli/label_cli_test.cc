@@ -242,4 +242,37 @@ TEST(CmnEvalLabelFiles, BadFilesAndCommandLines) {
                         2, "--uncertain");
 }
 
+// cmn-eval --clinical: CheXpert-14 CE of predictions against the split's references (each IU X-Ray test study
+// "predicted" by the next study's report), the policy named, the phantom's findings only on request.
+TEST(CmnEvalClinical, CheXpertFourteenWithItsPolicyAndPhantomFindingsOnRequest) {
+  const fs::path dir = temp_dir("cmn_eval_clinical");
+  const auto ann = nlohmann::json::parse(slurp(kAnnotation));
+  const auto& test = ann.at("test");
+  std::string preds;
+  for (std::size_t i = 0; i < test.size(); ++i) {
+    preds += nlohmann::json({{"id", test[i].at("id")}, {"report", test[(i + 1) % test.size()].at("report")}}).dump() +
+             "\n";
+  }
+  spit(dir / "preds.jsonl", preds);
+  const std::string cmd = std::string(CMN_EVAL_BIN) + " --annotation " + kAnnotation +
+                          " --split test --clinical --predictions " + (dir / "preds.jsonl").string();
+  auto r = run(cmd);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto zeros = nlohmann::json::parse(r.out);
+  for (const char* key : {"BLEU_4", "CE_F1_MACRO", "CE_F1_MICRO", "CE_PRECISION_MACRO", "CE_RECALL_MICRO",
+                          "CE_AVG_AUCROC", "CE_AUCROC_Cardiomegaly"}) {
+    ASSERT_TRUE(zeros.contains(key)) << key;
+  }
+  EXPECT_GT(zeros["CE_F1_MICRO"].get<double>(), 0.0);
+  EXPECT_LT(zeros["CE_F1_MICRO"].get<double>(), 1.0);
+  EXPECT_NE(zeros["CE_uncertain"].get<std::string>().find("U-zeros"), std::string::npos);
+  EXPECT_FALSE(zeros.contains("CE_phantom_macro_F1"));
+  r = run(cmd + " --uncertain ones --phantom-findings");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto ones = nlohmann::json::parse(r.out);
+  EXPECT_NE(ones["CE_uncertain"].get<std::string>().find("U-ones"), std::string::npos);
+  EXPECT_NE(ones["CE_F1_MICRO"], zeros["CE_F1_MICRO"]);  // the IU references hold uncertain labels
+  EXPECT_TRUE(ones.contains("CE_phantom_macro_F1"));
+}
+
 }  // namespace
