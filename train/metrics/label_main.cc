@@ -160,6 +160,7 @@ int main(int argc, char** argv) {
       } catch (const std::invalid_argument& e) {
         throw BadInput(reports_path + ": " + e.what());
       }
+      if (reports.empty()) throw BadInput(reports_path + ": no reports (want one report per row)");
       std::vector<cmn::metrics::ChexpertLabels> labels;
       labels.reserve(reports.size());
       for (const auto& r : reports) labels.push_back(cmn::metrics::chexpert_label(r));

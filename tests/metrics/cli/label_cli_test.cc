@@ -90,6 +90,8 @@ TEST(CmnLabel, BadInputIsExitTwoAndOneLine) {
   spit(dir / "two_fields.csv", "No effusion.\nHeart normal, lungs clear.\n");
   expect_one_line_error(run(bin + " --reports " + (dir / "two_fields.csv").string() + out), 2,
                         "row 2 has 2 fields");
+  spit(dir / "empty.csv", "\n\n");
+  expect_one_line_error(run(bin + " --reports " + (dir / "empty.csv").string() + out), 2, "no reports");
   spit(dir / "open_quote.csv", "\"No effusion.\n");
   expect_one_line_error(run(bin + " --reports " + (dir / "open_quote.csv").string() + out), 2, "unterminated");
   spit(dir / "not.json", "{");
