@@ -111,6 +111,11 @@ TEST(ChexpertLabeler, ScopeEndsAtTheClauseAndTheVerb) {
       {"Cardiomegaly and normal pulmonary vascularity.", Observation::kCardiomegaly, Mention::kPositive},
       {"The heart size is enlarged and the mediastinum is normal.", Observation::kCardiomegaly,
        Mention::kPositive},
+      // "clear" negates its own subject, also a list of them, but not across a second clause
+      {"Heart size, mediastinal silhouette, pulmonary vascularity are within normal limits.",
+       Observation::kCardiomegaly, Mention::kNegative},
+      {"The cardiomediastinal silhouette is clear.", Observation::kEnlargedCardiomediastinum, Mention::kNegative},
+      {"Mild cardiomegaly, lungs are clear.", Observation::kCardiomegaly, Mention::kPositive},
       // a sentence boundary always ends the scope
       {"No pneumothorax. Small left pleural effusion.", Observation::kPleuralEffusion, Mention::kPositive},
   });

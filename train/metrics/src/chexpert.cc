@@ -58,9 +58,8 @@ std::vector<Found> find_mentions(const std::string& report) {
             }
           }
           if (first >= last) continue;  // only spaces matched
-          Found f{entry.observation, b, e, sentence, {}, sentence.substr(b, e - b)};
-          f.verdict = chexpert_detail::classify_mention(tokens, first, last, phrase);
-          out.push_back(std::move(f));
+          out.push_back({entry.observation, b, e, sentence,
+                         chexpert_detail::classify_mention(tokens, first, last, phrase), sentence.substr(b, e - b)});
         }
       }
     }

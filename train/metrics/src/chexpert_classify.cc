@@ -146,7 +146,7 @@ std::string negation_before(const Tokens& t, std::size_t first, std::size_t lo) 
 std::string negation_cue_after(const Tokens& t, std::size_t i, int verbs, std::size_t hi) {
   const std::string& w = t[i].word;
   const std::string& next = i + 1 < hi ? t[i + 1].word : std::string();
-  if (w == "normal" || w == "unremarkable") {
+  if (w == "normal" || w == "unremarkable" || w == "clear") {
     // Attributive ("cardiomegaly and normal vascularity") modifies what follows, not the mention.
     const bool attributive =
         !next.empty() && is_word_char(next[0]) &&
@@ -172,11 +172,19 @@ std::string negation_cue_after(const Tokens& t, std::size_t i, int verbs, std::s
 
 std::string negation_after(const Tokens& t, std::size_t last, std::size_t hi) {
   int verbs = 0;
+  bool comma = false, conjunction = false, comma_clause = false;
   for (std::size_t i = last, steps = 0; i < hi && steps < 16; ++i, ++steps) {
     const std::string cue = negation_cue_after(t, i, verbs, hi);
-    if (!cue.empty()) return cue;
+    // "heart size, mediastinal silhouette, vascularity are normal" lists subjects (often without "and"), but
+    // "cardiomegaly, lungs are clear" is a second clause: "clear" is said of the lungs far more often than of a
+    // list of mentions.
+    if (!cue.empty() && !(cue == "clear" && comma_clause)) return cue;
+    if (!cue.empty()) return "";
     const std::string& w = t[i].word;
     if (one_of(w, {"with", "without", "otherwise", "no", "there"}) || starts_new_clause(t, i)) return "";
+    comma = comma || w == ",";
+    conjunction = conjunction || w == "and" || w == "or";
+    if (is_verb(w) && comma && !conjunction) comma_clause = true;
     if (is_verb(w) && ++verbs > 1) return "";
     if (one_of(w, {"seen", "noted", "identified", "present", "enlarged", "increased", "decreased", "large",
                    "small", "mild", "moderate", "severe"}) &&

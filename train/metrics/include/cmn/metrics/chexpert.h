@@ -22,7 +22,8 @@
 //             of", "removal of", "history of", "rule out", "exclude", "normal", "unremarkable"
 //             ("no pneumothorax, effusion or consolidation": all three negative);
 //           - after it, reached over at most one verb and no "with"/"otherwise"/clause break: "normal",
-//             "unremarkable", "within normal limits", "absent", "resolved", "removed", "cleared", "not enlarged",
+//             "unremarkable", "within normal limits", "clear" (not over a comma without "and"/"or": "cardiomegaly,
+//             lungs are clear"), "absent", "resolved", "removed", "cleared", "not enlarged",
 //             "not seen / identified / visualized / present / evident / demonstrated", "no longer seen"
 //             ("heart size and mediastinal contours are within normal limits": both negative);
 //        c. UNCERTAIN by a post-negation uncertainty cue: before it in its clause ("may", "might", "could",
