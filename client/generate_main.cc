@@ -12,7 +12,8 @@
 // as soon as its batch is done; a rerun skips the studies already there (a torn last line from a kill is
 // dropped and redone). Bad files and studies are recorded (stderr, and an "error" line) and never stop the
 // run. A summary JSON line (done, skipped, failed by reason, studies/s; with --split the BLEU/METEOR/
-// ROUGE-L/CIDEr scores of cmn_metrics) ends stderr. Logs and progress carry no patient identifiers.
+// ROUGE-L/CIDEr scores of cmn_metrics and CheXpert-14 clinical efficacy CE_*, U-zeros, named in CE_uncertain)
+// ends stderr. Logs and progress carry no patient identifiers.
 // Exit codes: 0 ok; 1 a study or file failed (stdout output, --images, or --fail-on-error) or the model or
 // output failed; 2 bad command line.
 #include <algorithm>
