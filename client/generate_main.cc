@@ -12,7 +12,8 @@
 // as soon as its batch is done; a rerun skips the studies already there (a torn last line from a kill is
 // dropped and redone). Bad files and studies are recorded (stderr, and an "error" line) and never stop the
 // run. A summary JSON line (done, skipped, failed by reason, studies/s; with --split the BLEU/METEOR/
-// ROUGE-L/CIDEr scores of cmn_metrics) ends stderr. Logs and progress carry no patient identifiers.
+// ROUGE-L/CIDEr scores of cmn_metrics and CheXpert-14 clinical efficacy CE_*, U-zeros, named in CE_uncertain)
+// ends stderr. Logs and progress carry no patient identifiers.
 // Exit codes: 0 ok; 1 a study or file failed (stdout output, --images, or --fail-on-error) or the model or
 // output failed; 2 bad command line.
 #include <algorithm>
@@ -32,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cmn/common/file_util.h"
+#include "cmn/metrics/chexpert_ce.h"
 #include "cmn/metrics/metrics.h"
 #include "cmn/metrics/references.h"
 #include "cmn/model/runtime.h"
@@ -120,6 +122,17 @@ nlohmann::ordered_json score_lines(const std::vector<std::string>& lines,
   const auto scores = cmn::metrics::evaluate(examples);
   for (const auto& [name, value] : scores.named()) out[name] = value;
   out["METEOR_method"] = cmn::metrics::kMeteorLabel;
+  // Clinical efficacy on CheXpert's 14 observations, as cmn-eval --clinical (U-zeros, R2GenCMN's policy).
+  std::vector<std::string> hyps, refs;
+  for (const auto& ex : examples) {
+    hyps.push_back(ex.hypothesis);
+    refs.push_back(ex.references.front());
+  }
+  const auto policy = cmn::metrics::UncertainPolicy::kZeros;
+  for (const auto& [name, value] : cmn::metrics::chexpert_ce(refs, hyps, policy).named()) {
+    if (name.rfind("AUCROC_", 0) != 0) out["CE_" + name] = value;
+  }
+  out["CE_uncertain"] = cmn::metrics::uncertain_policy_description(policy);
   return out;
 }
 

@@ -16,7 +16,8 @@ $SUDO apt-get install -y -q --no-install-recommends \
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libssl-dev \
   libcpp-httplib-dev openssl prometheus python3-grpcio python3-grpc-tools \
   orthanc orthanc-dicomweb \
-  gnuplot-nox libgloo-dev
+  gnuplot-nox libgloo-dev \
+  python3-sklearn   # the CE test compares cmn-eval with sklearn (R2GenCMN compute_ce.py's library)
 # Not installed by default: the libFuzzer target (cmake -DCMN_FUZZ=ON) needs clang and its runtimes,
 #   apt-get install clang libclang-rt-14-dev      (see preprocessing/fuzz/dicom_fuzzer.cc)
 # Debian's libtorch links the generic libblas.so.3; make sure the alternative points at OpenBLAS (OpenMP build),

@@ -291,12 +291,16 @@ TEST(CmnGenerateBatch, AnnotationSplitIsGeneratedAndScoredAsCmnEvalScoresIt) {
   const auto& scores = summary.at("scores");
   EXPECT_EQ(scores.at("scored"), 2);
   const auto eval = run(std::string(CMN_EVAL_BIN) + " --annotation " + (dir / "annotation.json").string() +
-                        " --split test --predictions " + out.string());
+                        " --split test --clinical --predictions " + out.string());
   ASSERT_EQ(eval.exit_code, 0) << eval.err;
   const auto want = nlohmann::json::parse(eval.out);
-  for (const char* key : {"BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr"}) {
+  for (const char* key : {"BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "CE_F1_MACRO", "CE_F1_MICRO",
+                          "CE_PRECISION_MACRO", "CE_RECALL_MICRO"}) {
     EXPECT_EQ(scores.at(key).get<double>(), want.at(key).get<double>()) << key;
   }
+  // Clinical efficacy on the CheXpert-14 observations names its uncertainty policy in both outputs.
+  EXPECT_EQ(scores.at("CE_uncertain"), want.at("CE_uncertain"));
+  EXPECT_NE(scores.at("CE_uncertain").get<std::string>().find("U-zeros"), std::string::npos);
 }
 
 TEST(CmnGenerateBatch, AttentionDirHoldsOnePngPerSentenceLayerAndView) {

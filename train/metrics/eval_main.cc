@@ -1,24 +1,34 @@
 // cmn-eval: scores generated reports against an annotation split, as R2GenCMN's trainer scores them.
 //   cmn-eval --annotation annotation.json --split test --predictions preds.jsonl
 //            [--dataset iu_xray|mimic_cxr] [--threshold 3] [--max-seq-length 60] [--vocab FILE]
-//            [--meteor-function-words FILE] [--clinical [--uncertain-positive]]
+//            [--meteor-function-words FILE] [--clinical [--uncertain zeros|ones]]
+//   cmn-eval --res-labels R.csv --gts-labels G.csv [--uncertain zeros|ones]
 // preds.jsonl: one {"id": "...", "report": "..."} per line, every id of the split exactly once; the reports
 // are used as given (already decoded text). References: tokenizer(report)[:max_seq_length], decoded — so
 // cleaned, <unk>-mapped and truncated — with the tokenizer rebuilt from the train split (or --vocab).
 // Prints one JSON line: {"BLEU_1".."BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "METEOR_method"}; METEOR is the
-// exact+stem approximation named in "METEOR_method", not METEOR 1.5. --clinical adds CE_macro_F1, CE_micro_F1,
-// CE_macro_P/R, CE_micro_P/R and CE_<finding>_F1 (labels from cmn/metrics/labels.h on both sides).
+// exact+stem approximation named in "METEOR_method", not METEOR 1.5. --clinical adds clinical efficacy on
+// CheXpert's 14 observations (cmn/metrics/chexpert_ce.h; both sides labelled by cmn-label's labeler) as
+// CE_F1_MACRO, CE_F1_MICRO, CE_PRECISION_*, CE_RECALL_*, CE_AVG_AUCROC, CE_AUCROC_<observation> and
+// "CE_uncertain" naming the uncertainty policy. --res-labels/--gts-labels score two CheXpert-format label files
+// (e.g. from the original labeler) as R2GenCMN's compute_ce.py: F1_MACRO, ..., AUCROC_<observation>, with
+// "uncertain" naming the policy; an AUROC undefined (one class in the references) is null. --phantom-findings
+// (with --clinical) adds the phantom benchmark's six findings as CE_phantom_*.
 // Exit codes: 0 ok, 1 bad input (one line on stderr naming it), 2 bad command line.
 #include <CLI/CLI.hpp>
 
 #include "cmn/common/cli.h"
 #include <fstream>
 #include <iostream>
+#include <sstream>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "cmn/metrics/chexpert_ce.h"
+#include "cmn/metrics/chexpert_csv.h"
 #include "cmn/metrics/labels.h"
 #include "cmn/metrics/metrics.h"
 #include "cmn/metrics/references.h"
@@ -44,6 +54,39 @@ bool blank(const std::string& line) {
   return true;
 }
 
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw std::runtime_error("cannot read " + path);
+  return ss.str();
+}
+
+// compute_ce.py on two label files.
+int score_label_files(const std::string& res_path, const std::string& gts_path, cmn::metrics::UncertainPolicy policy) {
+  std::vector<cmn::metrics::ChexpertLabels> res, gts;
+  for (auto [path, into] : {std::pair{&res_path, &res}, std::pair{&gts_path, &gts}}) {
+    try {
+      *into = cmn::metrics::read_labeled_csv(read_all(*path));
+    } catch (const std::exception& e) {
+      return fail(*path + ": " + e.what());
+    }
+  }
+  if (res.size() != gts.size()) {
+    return fail(res_path + " has " + std::to_string(res.size()) + " rows but " + gts_path + " has " +
+                std::to_string(gts.size()));
+  }
+  if (res.empty()) return fail(res_path + ": no label rows");
+  const auto ce = cmn::metrics::chexpert_ce(gts, res, policy);
+  nlohmann::ordered_json out;
+  for (const auto& [name, value] : ce.named()) out[name] = value;
+  out["examples"] = ce.examples;
+  out["uncertain"] = cmn::metrics::uncertain_policy_description(policy);
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -52,11 +95,15 @@ int main(int argc, char** argv) {
   std::string annotation_path, split = "test", predictions_path, dataset = "iu_xray", vocab_path, function_words_path;
   int threshold = 3;
   int max_seq_length = 60;
-  app.add_option("--annotation", annotation_path, "annotation.json (R2Gen format)")->required();
+  std::string res_labels_path, gts_labels_path, uncertain = "zeros";
+  auto* annotation_opt = app.add_option("--annotation", annotation_path, "annotation.json (R2Gen format)");
   app.add_option("--split", split, "split to score")
       ->check(CLI::IsMember({"train", "val", "test"}))
       ->capture_default_str();
-  app.add_option("--predictions", predictions_path, "JSONL of {\"id\", \"report\"}")->required();
+  auto* predictions_opt = app.add_option("--predictions", predictions_path, "JSONL of {\"id\", \"report\"}");
+  auto* res_opt = app.add_option("--res-labels", res_labels_path,
+                                 "CheXpert-format labels of the predictions (Reports + 14 columns), with --gts-labels");
+  auto* gts_opt = app.add_option("--gts-labels", gts_labels_path, "CheXpert-format labels of the references");
   app.add_option("--dataset", dataset, "report cleaning rule and vocabulary dataset")
       ->check(CLI::IsMember({"iu_xray", "mimic_cxr"}))
       ->capture_default_str();
@@ -71,16 +118,36 @@ int main(int argc, char** argv) {
                  "METEOR's English function-word list (function/english.words); default: none");
   bool clinical = false, uncertain_positive = false;
   app.add_flag("--clinical", clinical,
-               "also print clinical-efficacy scores (CE_*): finding labels of each prediction against its reference's "
-               "(cmn/metrics/labels.h), per-finding F1, macro and micro P/R/F1");
-  app.add_flag("--uncertain-positive", uncertain_positive, "with --clinical: count uncertain mentions as positive");
+               "also print clinical efficacy (CE_*) on CheXpert's 14 observations, as R2GenCMN's compute_ce.py, with "
+               "predictions and references labelled by cmn-label's labeler");
+  app.add_option("--uncertain", uncertain, "uncertain (-1) labels count as zeros (R2GenCMN) or ones")
+      ->check(CLI::IsMember({"zeros", "ones"}))
+      ->capture_default_str();
+  app.add_flag("--uncertain-positive", uncertain_positive, "the same as --uncertain ones");
+  bool phantom_findings = false;
+  app.add_flag("--phantom-findings", phantom_findings,
+               "with --clinical: also CE on the phantom benchmark's six findings (cmn/metrics/labels.h) as "
+               "CE_phantom_macro_F1, CE_phantom_micro_F1, ..., CE_phantom_<finding>_F1");
   try {
     app.parse(argc, argv);
+    const bool label_mode = res_opt->count() > 0 || gts_opt->count() > 0;
+    if (label_mode && (res_opt->count() == 0 || gts_opt->count() == 0)) {
+      throw CLI::ValidationError("--res-labels and --gts-labels go together");
+    }
+    if (label_mode && (annotation_opt->count() > 0 || predictions_opt->count() > 0)) {
+      throw CLI::ValidationError("--res-labels/--gts-labels do not take --annotation/--predictions");
+    }
+    if (!label_mode && (annotation_opt->count() == 0 || predictions_opt->count() == 0)) {
+      throw CLI::ValidationError("--annotation and --predictions are required (or --res-labels and --gts-labels)");
+    }
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help
     std::cerr << "cmn-eval: " << one_line(e.what()) << " (run with --help for usage)\n";
     return kExitUsage;
   }
+  const cmn::metrics::UncertainPolicy policy = uncertain_positive ? cmn::metrics::UncertainPolicy::kOnes
+                                                                  : cmn::metrics::parse_uncertain_policy(uncertain);
+  if (res_opt->count() > 0) return score_label_files(res_labels_path, gts_labels_path, policy);
 
   const auto annotation = cmn::pipeline::read_annotation(annotation_path);
   if (!annotation.ok()) return fail(std::string(annotation.status().message()));
@@ -166,7 +233,14 @@ int main(int argc, char** argv) {
       hyps.push_back(ex.hypothesis);
       refs.push_back(ex.references.front());
     }
-    for (const auto& [name, value] : cmn::metrics::clinical_efficacy(hyps, refs, uncertain_positive).named()) out[name] = value;
+    for (const auto& [name, value] : cmn::metrics::chexpert_ce(refs, hyps, policy).named()) out["CE_" + name] = value;
+    out["CE_uncertain"] = cmn::metrics::uncertain_policy_description(policy);
+    if (phantom_findings) {
+      const bool ones = policy == cmn::metrics::UncertainPolicy::kOnes;
+      for (const auto& [name, value] : cmn::metrics::clinical_efficacy(hyps, refs, ones).named()) {
+        out["CE_phantom_" + name.substr(3)] = value;
+      }
+    }
   }
   std::cout << out.dump() << std::endl;
   return 0;

@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "cmn/metrics/labels.h"
+#include "cmn/metrics/chexpert.h"
 
 namespace cmn::metrics {
 
@@ -39,27 +39,19 @@ const char* state_name(StatedObservation::State state) {
 }
 
 std::vector<StatedObservation> stated_observations(const std::string& report) {
-  // The phantom labeler's findings that are CheXpert observations (granuloma and spine are phantom extras).
-  static const std::vector<std::pair<Finding, std::string>> mapped = {
-      {Finding::kCardiomegaly, "Cardiomegaly"},
-      {Finding::kConsolidation, "Consolidation"},
-      {Finding::kPneumothorax, "Pneumothorax"},
-      {Finding::kPleuralEffusion, "Pleural Effusion"},
-  };
-  const ReportLabels labels = extract_labels(report);
+  // The CheXpert-14 labeler (chexpert.h): 1 present, 0 absent, -1 uncertain, blank left out. No Finding is
+  // only ever 1 or blank, so it is "present" or absent from the list.
+  const ChexpertLabels labels = chexpert_label(report);
   std::vector<StatedObservation> out;
-  for (const auto& name : chexpert_observation_names()) {
-    for (const auto& [finding, mapped_name] : mapped) {
-      if (mapped_name != name) continue;
-      const Label l = labels[static_cast<size_t>(finding)];
-      if (l == Label::kNotMentioned) continue;
-      StatedObservation o;
-      o.name = name;
-      o.state = l == Label::kPositive    ? StatedObservation::State::kPresent
-                : l == Label::kNegative  ? StatedObservation::State::kAbsent
-                                         : StatedObservation::State::kUncertain;
-      out.push_back(std::move(o));
-    }
+  for (std::size_t k = 0; k < labels.size(); ++k) {
+    const Mention m = labels[k];
+    if (m == Mention::kBlank) continue;
+    StatedObservation o;
+    o.name = observation_names()[k];
+    o.state = m == Mention::kPositive   ? StatedObservation::State::kPresent
+              : m == Mention::kNegative ? StatedObservation::State::kAbsent
+                                        : StatedObservation::State::kUncertain;
+    out.push_back(std::move(o));
   }
   return out;
 }

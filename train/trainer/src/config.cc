@@ -148,10 +148,13 @@ void validate(const TrainConfig& c) {
               c.trainer.run_type, "'");
   TORCH_CHECK(c.trainer.monitor_mode == "max" || c.trainer.monitor_mode == "min", s,
               ": trainer.monitor_mode must be max or min");
-  const std::set<std::string> metrics = {"BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "loss",
-                                         "CE_macro_F1", "CE_micro_F1"};
+  const std::set<std::string> metrics = {"BLEU_1",      "BLEU_2",      "BLEU_3",
+                                         "BLEU_4",      "METEOR",      "ROUGE_L",
+                                         "CIDEr",       "loss",        "CE_F1_MACRO",
+                                         "CE_F1_MICRO", "CE_phantom_macro_F1", "CE_phantom_micro_F1"};
   TORCH_CHECK(metrics.count(c.trainer.monitor_metric), s, ": trainer.monitor_metric '", c.trainer.monitor_metric,
-              "' is not one of BLEU_1..BLEU_4, METEOR, ROUGE_L, CIDEr, CE_macro_F1, CE_micro_F1, loss");
+              "' is not one of BLEU_1..BLEU_4, METEOR, ROUGE_L, CIDEr, CE_F1_MACRO, CE_F1_MICRO (CheXpert-14), "
+              "CE_phantom_macro_F1, CE_phantom_micro_F1 (the phantom's findings), loss");
   for (const auto& split : c.trainer.eval_splits) {
     TORCH_CHECK(split == "val" || split == "test", s, ": trainer.eval_splits may hold val and test, got '", split, "'");
   }

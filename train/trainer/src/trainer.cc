@@ -28,6 +28,7 @@
 #include "cmn/train/model_setup.h"
 
 #ifdef CMN_HAVE_METRICS
+#include "cmn/metrics/chexpert_ce.h"
 #include "cmn/metrics/labels.h"
 #include "cmn/metrics/metrics.h"
 #endif
@@ -410,9 +411,17 @@ EvalResult Trainer::evaluate(const std::string& split) {
     std::vector<metrics::Example> examples;
     for (size_t i = 0; i < result.predictions.size(); ++i) examples.push_back({result.predictions[i], {result.references[i]}});
     result.scores = metrics::evaluate(examples).named();
-    // Clinical efficacy: finding labels of each prediction against those of its reference (issue 8).
-    for (const auto& kv : metrics::clinical_efficacy(result.predictions, result.references).named()) {
-      result.scores.push_back(kv);
+    // Clinical efficacy on CheXpert's 14 observations, U-zeros as R2GenCMN (issue 12): CE_F1_MACRO, CE_F1_MICRO,
+    // CE_PRECISION_*, CE_RECALL_*, CE_AVG_AUCROC (NaN when a column of the references has one class).
+    const auto ce = metrics::chexpert_ce(result.references, result.predictions, metrics::UncertainPolicy::kZeros);
+    for (const auto& [name, value] : ce.named()) {
+      if (name.rfind("AUCROC_", 0) == 0) continue;  // per-observation AUROCs: cmn-eval --clinical
+      result.scores.emplace_back("CE_" + name, value);
+    }
+    // The phantom benchmark's six findings (issue 8; granuloma and degenerative spine are not CheXpert
+    // observations): CE_phantom_macro_F1, CE_phantom_micro_F1, ..., CE_phantom_<finding>_F1.
+    for (const auto& [name, value] : metrics::clinical_efficacy(result.predictions, result.references).named()) {
+      result.scores.emplace_back("CE_phantom_" + name.substr(3), value);
     }
   }
 #else

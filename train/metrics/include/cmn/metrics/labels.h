@@ -14,7 +14,9 @@
 // mentioned is kNotMentioned. Sentences end at '.', '?', '!' or a newline. Text is lower-cased first.
 //
 // The findings are the ones cmn-phantom draws (the issue 8 benchmark); the rules were written against the
-// phrasings of IU X-Ray findings sections as well as against the phantom's own templates.
+// phrasings of IU X-Ray findings sections as well as against the phantom's own templates. Clinical efficacy on
+// CheXpert's 14 observations (cmn-eval --clinical, the trainer's CE_*) uses chexpert.h / chexpert_ce.h; these
+// phantom labels remain for the phantom benchmark (CE_phantom_*) and cmn-phantom's own report checks.
 #include <array>
 #include <cstdint>
 #include <string>

@@ -3,7 +3,7 @@
 // SR, FHIR DiagnosticReport.conclusionCode): the observation's CheXpert column name, a code for it, and whether
 // the report says it is present, absent or uncertain. Observations the report does not mention are left out.
 //
-// The labels come from the report labeler of this library (labels.h). Each observation's code is in
+// The labels come from the CheXpert-14 labeler of this library (chexpert.h). Each observation's code is in
 // observation_code(); the coding scheme and the reason for choosing it are documented there.
 #include <string>
 #include <vector>

@@ -43,7 +43,9 @@ struct EvalResult {
   std::vector<std::string> predictions;  // beam-search reports (tokenizer.decode)
   std::vector<std::string> references;   // tokenizer.decode(ids[1:]) as R2GenCMN's trainer (cleaned, <unk>, cut)
   double loss = 0.0;                     // teacher-forced loss over the split (eval mode)
-  // BLEU_1..BLEU_4, METEOR, ROUGE_L, CIDEr and the clinical-efficacy scores CE_* (cmn/metrics/labels.h) from
+  // BLEU_1..BLEU_4, METEOR, ROUGE_L, CIDEr, then clinical efficacy on CheXpert's 14 observations
+  // (cmn/metrics/chexpert_ce.h, U-zeros: CE_F1_MACRO, CE_F1_MICRO, CE_PRECISION_MACRO/MICRO, CE_RECALL_MACRO/MICRO,
+  // CE_AVG_AUCROC) and on the phantom's six findings (cmn/metrics/labels.h: CE_phantom_macro_F1, ...), from
   // cmn_metrics; empty when the build has no metrics library.
   std::vector<std::pair<std::string, double>> scores;
   double metric(const std::string& name) const;  // "loss" or a score name; NaN when absent
