@@ -37,12 +37,21 @@ struct SrOptions {
   // Device Observer UID (121012). "" = a stable UID derived from manufacturer + model name + version
   // (2.25.<first 128 bits of their SHA-256>), so one model version is one device across restarts.
   std::string device_uid;
+  // The model's identity, "sha256:<64 hex>" (BundleInfo::digest; the checkpoint's SHA-256 for a bare
+  // checkpoint). When set (and device_uid is ""), the Device UID / Device Observer UID is derived from it
+  // (2.25.<name-based UUID of its SHA-256>): a retrained model, even under the same name and version, is a new
+  // device. "" = derived from manufacturer + model name + version instead.
+  std::string model_digest;
+  // The decoding settings, written as TID 4019 Algorithm Parameters ("beam_size=3", ...) in the findings SR.
+  std::vector<std::string> algorithm_parameters;
   std::string model_name = "r2gencmn";       // Device Observer Name (121013)
   std::string model_version;                 // in Device Observer Model Name and Software Versions
   std::string manufacturer = "cmn";          // Device Observer Manufacturer (121014) and Manufacturer (0008,0070)
   bool untrained = false;                    // random weights: the draft statement says the text is not a report
   std::string series_description = "AI DRAFT report - unverified, not for diagnostic use (cmn)";
   int32_t series_number = 9901;              // Series Number of the SR series (high, to sort after the images)
+  // Series Description of the coded-findings SR (findings_sr.h; its Series Number is series_number + 1).
+  std::string findings_series_description = "AI DRAFT coded findings - unverified, not for diagnosis (cmn)";
   // The Comment item's text. "" = the default statement: a machine-generated draft, unverified, not for
   // diagnostic use, naming the model and version (and "UNTRAINED" when untrained).
   std::string draft_statement;
@@ -56,6 +65,16 @@ struct SrEvidence {
   std::string sop_instance_uid;
 };
 
+// An item of the Contributing Equipment Sequence (0018,A001).
+struct SrEquipment {
+  std::string purpose_code;                    // "Newcode1"  } IHE AIR's (Newcode1, 99IHE, "Processing Algorithm")
+  std::string purpose_scheme;                  // "99IHE"     }
+  std::string manufacturer;
+  std::string model_name;                      // Manufacturer's Model Name: the bundle name
+  std::vector<std::string> software_versions;  // "cmn <version>", then the bundle version
+  std::string device_uid;
+};
+
 struct ReportSr {
   std::string sop_class_uid;            // Comprehensive SR Storage
   std::string sop_instance_uid;
@@ -64,9 +83,12 @@ struct ReportSr {
   std::string series_description;
   std::string completion_flag;          // "COMPLETE"
   std::string verification_flag;        // "UNVERIFIED"
+  std::string preliminary_flag;         // "PRELIMINARY"
+  std::string manufacturer_model_name;  // header (0008,1090): "<model name> <version>"
   std::string template_id;              // root's TID ("2000")
   std::string device_observer_uid;
   std::string device_observer_name;     // the model name
+  std::vector<SrEquipment> contributing_equipment;  // (0018,A001): the IHE AIR algorithm identification
   std::string draft_statement;          // the Comment item
   std::vector<std::string> findings;    // the Finding items, in order
   std::vector<SrEvidence> evidence;     // Current Requested Procedure Evidence Sequence
