@@ -3,24 +3,35 @@
 // "Around the service"). Library `cmn_dicom_sr`; DCMTK (dcmsr, dcmdata) is private to src/dicom_sr.cc and no
 // DCMTK type appears here.
 //
-// Document written by write_report_sr: Comprehensive SR, TID 2000 "Diagnostic Imaging Report" (LOINC 18748-4)
+// Document written by write_report_sr: Comprehensive SR, TID 2000 "Diagnostic Imaging Report" (LOINC 18748-4),
+// clean in PixelMed's DicomSRValidator (TID 2000) and dciodvfy (tests/common/sr_validators.h):
 //   CONTAINER (18748-4, LN, "Diagnostic Imaging Report")                       root, template 2000/DCMR
 //     HAS CONCEPT MOD  CODE (121049, DCM, "Language of Content Item and Descendants") = (en, RFC5646, "English")
 //     HAS OBS CONTEXT  CODE (121005, DCM, "Observer Type") = (121007, DCM, "Device")          TID 1001/1004
-//     HAS OBS CONTEXT  UIDREF (121012, DCM, "Device Observer UID")
+//     HAS OBS CONTEXT  UIDREF (121012, DCM, "Device Observer UID")           = the Device UID (below)
 //     HAS OBS CONTEXT  TEXT (121013, DCM, "Device Observer Name")           = the model name
 //     HAS OBS CONTEXT  TEXT (121014, DCM, "Device Observer Manufacturer")   = SrOptions::manufacturer
-//     HAS OBS CONTEXT  TEXT (121015, DCM, "Device Observer Model Name")     = "<manufacturer> <model> <version>"
-//     CONTAINS CONTAINER (121071, DCM, "Finding")   the Findings section (TID 2001 heading; 121070 "Findings"
-//                                                   is retired in the current DCMR, DCMTK lists it as such)
-//       CONTAINS TEXT (121106, DCM, "Comment")  = the machine-draft statement (SrOptions::draft_statement)
+//     HAS OBS CONTEXT  TEXT (121015, DCM, "Device Observer Model Name")     = "<model name> <version>"
+//     CONTAINS CONTAINER (121111, DCM, "Summary")    a CID 7001 section heading
+//       CONTAINS TEXT (121111, DCM, "Summary")  = the machine-draft statement (SrOptions::draft_statement)
+//     CONTAINS CONTAINER (121070, DCM, "Findings")   a CID 7001 section heading
 //       CONTAINS TEXT (121071, DCM, "Finding")  one per sentence of the report, in order
-// Header: Completion Flag COMPLETE, Verification Flag UNVERIFIED (a machine draft nobody has signed), the
-// source study's StudyInstanceUID and its Patient / General Study / Patient Study modules copied from the first
-// source instance, new Series and SOP Instance UIDs, Modality SR, SeriesDescription marking an AI draft,
-// Current Requested Procedure Evidence Sequence = every distinct source instance (study/series/SOP class/
-// instance UIDs), Content Date/Time = now (local time of the host), Manufacturer (SrOptions::manufacturer),
-// Manufacturer's Model Name "<model name> <version>" (cmn-pacs recognises its own SRs by it), Software Versions.
+// Why a "Summary" section for the statement: TID 2002 allows only CID 7002 report elements in a section (no
+// "Comment"), and TID 1210 (an equivalent meaning of the title) fails PixelMed's TID 2000 check. TID 2000 has no
+// place for TID 4019 (Algorithm Identification): the algorithm is identified by the header (below) and the device
+// observer; the findings SR (findings_sr.h) carries TID 4019 with the decoding settings.
+// Header: Preliminary Flag PRELIMINARY, Completion Flag COMPLETE, Verification Flag UNVERIFIED (a machine draft
+// nobody has signed), the source study's StudyInstanceUID and its Patient / General Study / Patient Study modules
+// copied from the first source instance, new Series and SOP Instance UIDs, Modality SR, SeriesDescription marking
+// an AI draft, Current Requested Procedure Evidence Sequence = every distinct source instance (study/series/SOP
+// class/instance UIDs), Content Date/Time = now (local time of the host), Manufacturer (SrOptions::manufacturer),
+// Manufacturer's Model Name "<model name> <version>" (cmn-pacs recognises its own SRs by it), Software Versions
+// "cmn <version>" \ "<model name> <version>".
+// IHE AI Results algorithm identification: Contributing Equipment Sequence (0018,A001), one item: Purpose of
+// Reference (Newcode1, 99IHE, "Processing Algorithm") (IHE AIR's code; DICOM has none: 109103 is "Modifying
+// Equipment"), Manufacturer, Manufacturer's Model Name = the model (bundle) name, Software Versions = "cmn
+// <version>" \ the model version, Device UID, Contribution DateTime / Description. The private coding schemes
+// used are named in the Coding Scheme Identification Sequence.
 // Evidence order is by (series UID, SOP instance UID) as DCMTK's reference list keeps it.
 #include <cstdint>
 #include <string>
@@ -34,8 +45,9 @@ struct SrOptions {
   // UID root for the new Series and SOP Instance UIDs (e.g. your organisation's registered root,
   // "1.2.826.0.1.3680043.10.1234"). "" = UUID-derived UIDs under 2.25 (PS3.5 B.2), valid anywhere.
   std::string uid_root;
-  // Device Observer UID (121012). "" = a stable UID derived from manufacturer + model name + version
-  // (2.25.<first 128 bits of their SHA-256>), so one model version is one device across restarts.
+  // Device UID of the Contributing Equipment item and Device Observer UID (121012). "" = a stable UID derived
+  // from model_digest (or, without one, from manufacturer + model name + version): 2.25.<a version 8 UUID of
+  // their SHA-256>, so one model is one device across restarts.
   std::string device_uid;
   // The model's identity, "sha256:<64 hex>" (BundleInfo::digest; the checkpoint's SHA-256 for a bare
   // checkpoint). When set (and device_uid is ""), the Device UID / Device Observer UID is derived from it
@@ -52,7 +64,7 @@ struct SrOptions {
   int32_t series_number = 9901;              // Series Number of the SR series (high, to sort after the images)
   // Series Description of the coded-findings SR (findings_sr.h; its Series Number is series_number + 1).
   std::string findings_series_description = "AI DRAFT coded findings - unverified, not for diagnosis (cmn)";
-  // The Comment item's text. "" = the default statement: a machine-generated draft, unverified, not for
+  // The Summary item's text. "" = the default statement: a machine-generated draft, unverified, not for
   // diagnostic use, naming the model and version (and "UNTRAINED" when untrained).
   std::string draft_statement;
 };
@@ -89,7 +101,7 @@ struct ReportSr {
   std::string device_observer_uid;
   std::string device_observer_name;     // the model name
   std::vector<SrEquipment> contributing_equipment;  // (0018,A001): the IHE AIR algorithm identification
-  std::string draft_statement;          // the Comment item
+  std::string draft_statement;          // the Summary item
   std::vector<std::string> findings;    // the Finding items, in order
   std::vector<SrEvidence> evidence;     // Current Requested Procedure Evidence Sequence
   std::string text() const;             // findings joined with " " (equals the report text, see below)
