@@ -62,8 +62,10 @@ inline std::string sr_validator_problems(const std::vector<std::string>& srs, co
   std::vector<std::string> paths;
   for (const auto& sr : srs) paths.push_back(d::write_temp(sr, "sr_under_test"));
 
-  // PixelMed, all files in one JVM. The -D limits: PixelMed's XPath expressions exceed JDK 17's defaults.
-  std::string command = std::string("java -Djdk.xml.xpathExprOpLimit=0 -Djdk.xml.xpathExprGrpLimit=0 ") +
+  // PixelMed, all files in one JVM. The -D limits: PixelMed's XPath expressions exceed JDK 17's defaults. C1 only
+  // and the serial collector halve the CPU time of such a short run (measured: 15.8 s -> 7.4 s for two SRs).
+  std::string command = std::string("java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC ") +
+                        "-Djdk.xml.xpathExprOpLimit=0 -Djdk.xml.xpathExprGrpLimit=0 " +
                         "-Djdk.xml.xpathTotalOpLimit=0 -cp /usr/share/java/pixelmed.jar " + CMN_SOURCE_DIR +
                         "/tests/common/SrValidate.java";
   for (const auto& p : paths) command += " '" + p + "'";
@@ -96,7 +98,9 @@ inline std::string sr_validator_problems(const std::vector<std::string>& srs, co
   // dciodvfy: errors of the SR's own.
   std::set<std::string> source_errors;
   for (const auto& source : sources) {
-    for (const auto& e : d::dciodvfy_errors(d::write_temp(source, "sr_source"), &problems)) source_errors.insert(e);
+    const std::string path = d::write_temp(source, "sr_source");
+    for (const auto& e : d::dciodvfy_errors(path, &problems)) source_errors.insert(e);
+    std::filesystem::remove(path);
   }
   for (const auto& p : paths) {
     for (const auto& e : d::dciodvfy_errors(p, &problems)) {

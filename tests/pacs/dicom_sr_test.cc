@@ -294,5 +294,47 @@ TEST(DicomSrTest, AlgorithmIdentificationReadsBackAndFollowsTheDigest) {
   EXPECT_EQ(fixed->contributing_equipment[0].device_uid, configured.device_uid);
 }
 
+// The validator helper itself: it reports a dciodvfy error of the SR's own, a PixelMed template warning, and a
+// document of another template than the one expected (so a clean result above means something).
+TEST(DicomSrTest, ValidatorHelperReportsWhatIsWrong) {
+  const auto study = one_study();
+  pipeline::SrOptions too_long = test_options();
+  too_long.series_description = std::string(70, 'x');  // LO: 64 characters at most
+  auto bad_vr = pipeline::write_report_sr({study[0]}, kSentences, too_long);
+  ASSERT_TRUE(bad_vr.ok()) << bad_vr.status();
+  const std::string vr_problems = cmn::testing::sr_validator_problems({*bad_vr}, "TID_2000", {study[0]});
+  EXPECT_NE(vr_problems.find("dciodvfy"), std::string::npos) << vr_problems;
+  EXPECT_NE(vr_problems.find("Series Description"), std::string::npos) << vr_problems;
+
+  // The section heading of earlier versions, (121071, DCM, "Finding"), which is not in CID 7001.
+  auto good = pipeline::write_report_sr({study[0]}, kSentences, test_options());
+  ASSERT_TRUE(good.ok()) << good.status();
+  auto file = parse(*good);
+  bool changed = false;
+  DcmItem* root = file->getDataset();
+  for (unsigned long i = 0;; ++i) {
+    DcmItem* item = nullptr;
+    if (root->findAndGetSequenceItem(DCM_ContentSequence, item, static_cast<int>(i)).bad()) break;
+    DcmItem* concept = nullptr;
+    if (item->findAndGetSequenceItem(DCM_ConceptNameCodeSequence, concept, 0).good() &&
+        get(concept, DCM_CodeValue) == "121070") {
+      concept->putAndInsertString(DCM_CodeValue, "121071");
+      concept->putAndInsertString(DCM_CodeMeaning, "Finding");
+      changed = true;
+    }
+  }
+  ASSERT_TRUE(changed);
+  DcmFileFormat copy(*file);
+  const std::string out_path = ::testing::TempDir() + "/old_heading_" + std::to_string(::getpid()) + ".dcm";
+  ASSERT_TRUE(copy.saveFile(out_path.c_str(), EXS_LittleEndianExplicit).good());
+  const std::string old_heading = read_bytes(out_path);
+  std::remove(out_path.c_str());
+  const std::string template_problems = cmn::testing::sr_validator_problems({old_heading}, "TID_2000", {study[0]});
+  EXPECT_NE(template_problems.find("not in template"), std::string::npos) << template_problems;
+
+  const std::string wrong_root = cmn::testing::sr_validator_problems({*good}, "TID_1500", {study[0]});
+  EXPECT_NE(wrong_root.find("expected root template TID_1500"), std::string::npos) << wrong_root;
+}
+
 }  // namespace
 }  // namespace cmn::pacs::testing
