@@ -359,6 +359,9 @@ TEST(CmnGenerateBatch, SrDirHoldsOneSrPerReportedDicomStudy) {
     EXPECT_EQ(std::string(study.c_str()), l.at("id").get<std::string>());
     EXPECT_EQ(std::string(modality.c_str()), "SR");
     EXPECT_EQ(std::string(flag.c_str()), "UNVERIFIED");
+    std::vector<std::string> sources;
+    for (const auto& slot : l.at("instances")) sources.push_back(slurp(slot.at("source").get<std::string>()));
+    EXPECT_EQ(cmn::testing::sr_validator_problems({slurp(path)}, "TID_2000", sources), "");
   }
   const auto usage = run(std::string(CMN_GENERATE_BIN) + " --bundle " + untrained_bundle() + " --images " +
                          shared("parity/dev/images/study0_view0.png") + " --sr-dir " + sr_dir.string());
