@@ -42,6 +42,7 @@
 #include "cmn/pipeline/bundle.h"
 #include "cmn/pipeline/model_loader.h"
 #include "cmn/pipeline/dicom_sr.h"
+#include "cmn/pipeline/findings_sr.h"
 #include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
 
@@ -173,6 +174,7 @@ struct ArchiveRequest {
   bool fail_on_error = false;
   bool read_ahead = true;
   std::string progress, attention_dir, summary_path, sr_dir;
+  std::string findings_sr_dir;
 };
 
 // The report's sentences as the SR wants them: words up to and including each "." (joined: the report).
@@ -192,10 +194,12 @@ std::vector<std::string> report_sentences(const std::string& report) {
   return sentences;
 }
 
-// --sr-dir: the study's DICOM SR (cmn/pipeline/dicom_sr.h) from its line's report and slot instances,
-// written atomically as DIR/<key>.dcm before the line is appended (so a line in the output means its SR
-// exists). Adds "sr_file", or "sr_error" (the study itself still counts as reported).
-void add_sr(const std::string& sr_dir, const ModelIdentity& id, nlohmann::json& line) {
+// --sr-dir / --findings-sr-dir: the study's DICOM SR (cmn/pipeline/dicom_sr.h) from its line's report and slot
+// instances, and its coded-findings SR (cmn/pipeline/findings_sr.h), written atomically as DIR/<key>.dcm before
+// the line is appended (so a line in the output means its SRs exist). Adds "sr_file" / "findings_sr_file", or
+// "sr_error" (the study itself still counts as reported).
+void add_sr(const std::string& sr_dir, const std::string& findings_dir, const ModelIdentity& id,
+            const std::vector<std::string>& parameters, nlohmann::json& line) {
   if (!line.contains("report") || !line.contains("instances")) return;  // failed or not a DICOM study
   std::vector<std::string> sources;
   std::set<std::string> seen;
@@ -214,21 +218,31 @@ void add_sr(const std::string& sr_dir, const ModelIdentity& id, nlohmann::json& 
   cmn::pipeline::SrOptions options;
   options.model_name = id.name;
   options.model_version = id.version;
+  options.model_digest = id.digest;
   options.untrained = id.untrained;
-  auto sr = cmn::pipeline::write_report_sr(sources, report_sentences(line["report"].get<std::string>()), options);
-  if (!sr.ok()) {
-    line["sr_error"] = std::string(sr.status().message());
-    return;
+  options.algorithm_parameters = parameters;
+  const std::string report = line["report"].get<std::string>();
+  const std::string file_name = cmn::pipeline::safe_file_name(line["id"].get<std::string>()) + ".dcm";
+  auto write = [&](const std::string& dir, const absl::StatusOr<std::string>& sr, const char* key) {
+    if (!sr.ok()) {
+      line["sr_error"] = std::string(sr.status().message());
+      return;
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    const std::string path = (std::filesystem::path(dir) / file_name).string();
+    if (!cmn::write_file_atomically(path, *sr).ok()) {
+      line["sr_error"] = "cannot write '" + path + "'";
+      return;
+    }
+    line[key] = path;
+  };
+  if (!sr_dir.empty()) write(sr_dir, cmn::pipeline::write_report_sr(sources, report_sentences(report), options), "sr_file");
+  if (!findings_dir.empty()) {
+    write(findings_dir,
+          cmn::pipeline::write_findings_sr(sources, cmn::metrics::stated_observations(report), options),
+          "findings_sr_file");
   }
-  std::error_code ec;
-  std::filesystem::create_directories(sr_dir, ec);
-  const std::string path =
-      (std::filesystem::path(sr_dir) / (cmn::pipeline::safe_file_name(line["id"].get<std::string>()) + ".dcm")).string();
-  if (!cmn::write_file_atomically(path, *sr).ok()) {
-    line["sr_error"] = "cannot write '" + path + "'";
-    return;
-  }
-  line["sr_file"] = path;
 }
 
 // --dicom / --manifest / --split: list studies, keep this shard's, skip those already in --output, run the
@@ -330,9 +344,14 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
   std::vector<std::string> new_lines;
   auto emit = [&](const std::string& text) -> absl::Status {
     std::string line = text;
-    if (!req.sr_dir.empty()) {
+    if (!req.sr_dir.empty() || !req.findings_sr_dir.empty()) {
       auto j = nlohmann::json::parse(text);
-      add_sr(req.sr_dir, generator.identity(), j);
+      const auto& d = options.decoding;  // TID 4019 Algorithm Parameters of the findings SR
+      add_sr(req.sr_dir, req.findings_sr_dir, generator.identity(),
+             {"method=" + d.method, "beam_size=" + std::to_string(d.beam_size),
+              "max_length=" + std::to_string(d.max_length), "temperature=" + std::to_string(d.temperature),
+              "seed=" + std::to_string(d.seed)},
+             j);
       line = j.dump();
     }
     if (!references.empty()) new_lines.push_back(line);
@@ -371,7 +390,7 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
 int main(int argc, char** argv) {
   CLI::App app{"cmn-generate: write draft chest X-ray reports for studies given as image or DICOM files (in process)"};
   std::string checkpoint, args_json, annotation, bundle_dir, output, manifest, split, image_root, shard_text;
-  std::string attention_dir, summary_path, sr_dir, progress = "auto";
+  std::string attention_dir, summary_path, sr_dir, findings_sr_dir, progress = "auto";
   std::vector<std::string> images, dicom_paths;
   std::vector<std::string> modalities = cmn::preprocessing::StudyOptions{}.allowed_modalities;
   std::optional<int64_t> beam_size, max_length;
@@ -432,6 +451,9 @@ int main(int argc, char** argv) {
                  "write per-sentence cross-attention PNGs (each layer and view) into DIR/<study key>/");
   app.add_option("--sr-dir", sr_dir,
                  "DICOM studies: also write each report as a DICOM SR (TID 2000, UNVERIFIED) DIR/<study key>.dcm");
+  app.add_option("--findings-sr-dir", findings_sr_dir,
+                 "DICOM studies: also write the CheXpert observations each report states as a coded TID 1500 SR "
+                 "DIR/<study key>.dcm");
   app.add_option("--summary", summary_path, "also write the run's summary JSON (and scores) here");
 
   // `cmn-generate merge --output all.jsonl shard-*.jsonl`
@@ -472,8 +494,10 @@ int main(int argc, char** argv) {
     std::cerr << "cmn-generate: --annotation with --bundle is only for --split (the bundle has its vocabulary)\n";
     return 2;
   }
-  if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || !sr_dir.empty() || overwrite)) {
-    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir and --overwrite go with --dicom, --manifest or --split\n";
+  if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || !sr_dir.empty() || !findings_sr_dir.empty() ||
+                        overwrite)) {
+    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir, --findings-sr-dir and --overwrite go with "
+                 "--dicom, --manifest or --split\n";
     return 2;
   }
   cmn::pipeline::Shard shard;
@@ -534,7 +558,7 @@ int main(int argc, char** argv) {
     return run_archive(*generator, options, ArchiveRequest{dicom_paths, manifest, annotation, split, image_root, modalities,
                                                            output, overwrite, shard, !shard_text.empty(),
                                                            fail_on_error, !no_read_ahead, progress, attention_dir,
-                                                           summary_path, sr_dir});
+                                                           summary_path, sr_dir, findings_sr_dir});
   }
 
   std::ostringstream lines;

@@ -16,6 +16,7 @@
 #include "cmn/common/status_macros.h"
 #include "cmn/pipeline/attention.h"
 #include "cmn/pipeline/dicom_sr.h"
+#include "cmn/pipeline/findings_sr.h"
 #include "cmn/server/status.h"
 
 namespace cmn::server {
@@ -326,7 +327,9 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   }
   for (auto& w : warnings) response->add_warnings(std::move(w));
   response->set_request_id(request.request_id());
-  if (request.output().dicom_sr()) CMN_RETURN_IF_ERROR(fill_dicom_sr(study, request, response));
+  if (request.output().dicom_sr() || request.output().findings_sr()) {
+    CMN_RETURN_IF_ERROR(fill_dicom_sr(study, request, response));
+  }
   return absl::OkStatus();
 }
 
@@ -347,10 +350,22 @@ absl::Status ReportServiceImpl::fill_dicom_sr(const preprocessing::AssembledStud
   pipeline::SrOptions sr = options_.sr;
   sr.model_name = model_->info.name;
   sr.model_version = model_->info.version;
+  sr.model_digest = model_->info.digest;  // a retrained model is a new Device UID
   sr.untrained = model_->info.untrained;
-  const std::vector<std::string> sentences(response->sentences().begin(), response->sentences().end());
-  CMN_ASSIGN_OR_RETURN(std::string bytes, pipeline::write_report_sr(sources, sentences, sr));
-  response->set_dicom_sr(std::move(bytes));
+  const v1::DecodingSettings& d = response->decoding();
+  sr.algorithm_parameters = {absl::StrCat("method=", v1::DecodingMethod_Name(d.method())),
+                             absl::StrCat("beam_size=", d.beam_size()), absl::StrCat("max_length=", d.max_length()),
+                             absl::StrCat("temperature=", d.temperature()), absl::StrCat("seed=", d.seed())};
+  if (request.output().dicom_sr()) {
+    const std::vector<std::string> sentences(response->sentences().begin(), response->sentences().end());
+    CMN_ASSIGN_OR_RETURN(std::string bytes, pipeline::write_report_sr(sources, sentences, sr));
+    response->set_dicom_sr(std::move(bytes));
+  }
+  if (request.output().findings_sr()) {
+    CMN_ASSIGN_OR_RETURN(std::string bytes, pipeline::write_findings_sr(
+                                                sources, cmn::metrics::stated_observations(response->report()), sr));
+    response->set_findings_sr(std::move(bytes));
+  }
   return absl::OkStatus();
 }
 

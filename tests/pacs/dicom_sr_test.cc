@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <set>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
 #include "cmn/preprocessing/dicom.h"
+#include "common/sr_validators.h"
 #include "pacs/pacs_test_util.h"
 
 namespace cmn::pacs::testing {
@@ -67,7 +69,10 @@ TEST(DicomSrTest, DsrdumpAndDcmdumpReadItWithoutWarnings) {
   EXPECT_NE(dsr.out.find(": COMPLETE\n"), std::string::npos) << dsr.out;
   EXPECT_NE(dsr.out.find(": UNVERIFIED\n"), std::string::npos) << dsr.out;
   EXPECT_NE(dsr.out.find("(18748-4,LN,\"Diagnostic Imaging Report\")"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("(121070,DCM,\"Findings\")"), std::string::npos) << dsr.out;
   EXPECT_NE(dsr.out.find("(121071,DCM,\"Finding\")"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find("(121111,DCM,\"Summary\")"), std::string::npos) << dsr.out;
+  EXPECT_NE(dsr.out.find(": PRELIMINARY\n"), std::string::npos) << dsr.out;
   EXPECT_NE(dsr.out.find("(121007,DCM,\"Device\")"), std::string::npos) << dsr.out;
   EXPECT_NE(dsr.out.find("(en,RFC5646,\"English\")"), std::string::npos) << dsr.out;
   EXPECT_NE(dsr.out.find("Diagnostic Imaging Report"), std::string::npos) << dsr.out;
@@ -81,6 +86,7 @@ TEST(DicomSrTest, DsrdumpAndDcmdumpReadItWithoutWarnings) {
   EXPECT_EQ(dump.err, "") << "dcmdump complained";
   EXPECT_NE(dump.out.find("(0040,a375) SQ"), std::string::npos) << "no Current Requested Procedure Evidence Sequence";
   EXPECT_NE(dump.out.find("[SR]"), std::string::npos) << "Modality is not SR";
+  EXPECT_EQ(cmn::testing::sr_validator_problems({*sr}, "TID_2000", {study[0], study[1]}), "");
 }
 
 TEST(DicomSrTest, EvidenceListsExactlyTheInstancesPreprocessingChose) {
@@ -121,6 +127,7 @@ TEST(DicomSrTest, EvidenceListsExactlyTheInstancesPreprocessingChose) {
   EXPECT_EQ(sr->evidence.size(), expected.size());
   EXPECT_EQ(listed, expected);
   EXPECT_EQ(listed.count(selection->skipped[0].instance.sop_instance_uid), 0u) << "a skipped instance is evidence";
+  EXPECT_EQ(cmn::testing::sr_validator_problems({*bytes}, "TID_2000", used), "");
 }
 
 TEST(DicomSrTest, TextFlagsAndUidsRoundTrip) {
@@ -154,6 +161,7 @@ TEST(DicomSrTest, TextFlagsAndUidsRoundTrip) {
   EXPECT_EQ(again->device_observer_uid, sr->device_observer_uid);
   EXPECT_NE(again->sop_instance_uid, sr->sop_instance_uid);
   EXPECT_EQ(sr->device_observer_uid.rfind("2.25.", 0), 0u);
+  EXPECT_EQ(cmn::testing::sr_validator_problems({*bytes}, "TID_2000", {study[0], study[1]}), "");
 }
 
 TEST(DicomSrTest, CopiesPatientAndStudyModulesFromTheSource) {
@@ -175,6 +183,7 @@ TEST(DicomSrTest, CopiesPatientAndStudyModulesFromTheSource) {
   EXPECT_FALSE(get(out, DCM_ContentDate).empty());
   EXPECT_FALSE(get(out, DCM_ContentTime).empty());
   EXPECT_EQ(get(sr->getMetaInfo(), DCM_MediaStorageSOPInstanceUID), get(out, DCM_SOPInstanceUID));
+  EXPECT_EQ(cmn::testing::sr_validator_problems({*bytes}, "TID_2000", {study[1]}), "");
 }
 
 TEST(DicomSrTest, RefusesSourcesOfTwoStudiesAndNonDicom) {
@@ -212,6 +221,119 @@ TEST(DicomSrTest, UidsUnderTheRootOrUuidDerived) {
   auto too_long = pipeline::make_uid(long_root);
   EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(too_long.status().message().find("64"), std::string::npos) << too_long.status();
+}
+
+// PixelMed (TID 2000 + Comprehensive SR IOD) and dciodvfy on the shapes a report SR takes: a trained model's
+// short report, an untrained model's, a long report, several sources of three transfer syntaxes, and an empty
+// report (the model may stop at once).
+TEST(DicomSrTest, ValidatorsFindNothingWrongWithAnyShapeOfReportSr) {
+  const auto study = one_study();
+  pipeline::SrOptions trained = test_options();
+  trained.untrained = false;
+  trained.model_digest = "sha256:" + std::string(64, 'a');
+  std::vector<std::string> long_report;
+  for (int i = 0; i < 80; ++i) {
+    long_report.push_back("sentence " + std::to_string(i) + " of a long report , with a comma and words ( 3 cm ) .");
+  }
+  std::vector<std::string> srs;
+  for (const auto& [sources, sentences, options] :
+       std::vector<std::tuple<std::vector<std::string>, std::vector<std::string>, pipeline::SrOptions>>{
+           {{study[0]}, kSentences, trained},
+           {{study[1]}, kSentences, test_options()},
+           {{study[0]}, long_report, trained},
+           {study, kSentences, test_options()},
+           {{study[2]}, {}, trained},
+       }) {
+    auto sr = pipeline::write_report_sr(sources, sentences, options);
+    ASSERT_TRUE(sr.ok()) << sr.status();
+    srs.push_back(*sr);
+  }
+  EXPECT_EQ(cmn::testing::sr_validator_problems(srs, "TID_2000", study), "");
+}
+
+// IHE AI Results: the algorithm is named in the Contributing Equipment Sequence; its Device UID is the device
+// observer's and follows the model's digest, so a retrained model (same name and version) is a new device.
+TEST(DicomSrTest, AlgorithmIdentificationReadsBackAndFollowsTheDigest) {
+  const auto study = one_study();
+  pipeline::SrOptions options = test_options();
+  options.model_digest = "sha256:" + std::string(64, '1');
+  auto sr = pipeline::read_report_sr(*pipeline::write_report_sr({study[0]}, kSentences, options));
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  EXPECT_EQ(sr->preliminary_flag, "PRELIMINARY");
+  EXPECT_EQ(sr->verification_flag, "UNVERIFIED");
+  EXPECT_EQ(sr->manufacturer_model_name, "cmn-untrained-test 0.7") << "cmn-pacs recognises its SRs by it";
+  ASSERT_EQ(sr->contributing_equipment.size(), 1u);
+  const pipeline::SrEquipment& e = sr->contributing_equipment[0];
+  EXPECT_EQ(e.purpose_code, "Newcode1");
+  EXPECT_EQ(e.purpose_scheme, "99IHE");
+  EXPECT_EQ(e.manufacturer, "cmn");
+  EXPECT_EQ(e.model_name, "cmn-untrained-test");
+  ASSERT_EQ(e.software_versions.size(), 2u);
+  EXPECT_EQ(e.software_versions[0].rfind("cmn ", 0), 0u) << e.software_versions[0];
+  EXPECT_EQ(e.software_versions[1], "0.7");
+  EXPECT_EQ(e.device_uid, sr->device_observer_uid);
+  EXPECT_EQ(e.device_uid.rfind("2.25.", 0), 0u);
+  EXPECT_LE(e.device_uid.size(), 64u);
+
+  auto same = pipeline::read_report_sr(*pipeline::write_report_sr({study[1]}, {"other text ."}, options));
+  pipeline::SrOptions retrained = options;
+  retrained.model_digest = "sha256:" + std::string(64, '2');
+  auto other = pipeline::read_report_sr(*pipeline::write_report_sr({study[0]}, kSentences, retrained));
+  pipeline::SrOptions no_digest = options;
+  no_digest.model_digest.clear();
+  auto fallback = pipeline::read_report_sr(*pipeline::write_report_sr({study[0]}, kSentences, no_digest));
+  pipeline::SrOptions configured = options;
+  configured.device_uid = "1.2.826.0.1.3680043.10.543.99";
+  auto fixed = pipeline::read_report_sr(*pipeline::write_report_sr({study[0]}, kSentences, configured));
+  ASSERT_TRUE(same.ok() && other.ok() && fallback.ok() && fixed.ok());
+  EXPECT_EQ(same->device_observer_uid, sr->device_observer_uid) << "same digest, same device";
+  EXPECT_NE(other->device_observer_uid, sr->device_observer_uid) << "a retrained model is a new device";
+  EXPECT_EQ(other->contributing_equipment[0].device_uid, other->device_observer_uid);
+  EXPECT_NE(fallback->device_observer_uid, sr->device_observer_uid);
+  EXPECT_EQ(fixed->device_observer_uid, configured.device_uid);
+  EXPECT_EQ(fixed->contributing_equipment[0].device_uid, configured.device_uid);
+}
+
+// The validator helper itself: it reports a dciodvfy error of the SR's own, a PixelMed template warning, and a
+// document of another template than the one expected (so a clean result above means something).
+TEST(DicomSrTest, ValidatorHelperReportsWhatIsWrong) {
+  const auto study = one_study();
+  pipeline::SrOptions too_long = test_options();
+  too_long.series_description = std::string(70, 'x');  // LO: 64 characters at most
+  auto bad_vr = pipeline::write_report_sr({study[0]}, kSentences, too_long);
+  ASSERT_TRUE(bad_vr.ok()) << bad_vr.status();
+  const std::string vr_problems = cmn::testing::sr_validator_problems({*bad_vr}, "TID_2000", {study[0]});
+  EXPECT_NE(vr_problems.find("dciodvfy"), std::string::npos) << vr_problems;
+  EXPECT_NE(vr_problems.find("Series Description"), std::string::npos) << vr_problems;
+
+  // The section heading of earlier versions, (121071, DCM, "Finding"), which is not in CID 7001.
+  auto good = pipeline::write_report_sr({study[0]}, kSentences, test_options());
+  ASSERT_TRUE(good.ok()) << good.status();
+  auto file = parse(*good);
+  bool changed = false;
+  DcmItem* root = file->getDataset();
+  for (unsigned long i = 0;; ++i) {
+    DcmItem* item = nullptr;
+    if (root->findAndGetSequenceItem(DCM_ContentSequence, item, static_cast<int>(i)).bad()) break;
+    DcmItem* concept = nullptr;
+    if (item->findAndGetSequenceItem(DCM_ConceptNameCodeSequence, concept, 0).good() &&
+        get(concept, DCM_CodeValue) == "121070") {
+      concept->putAndInsertString(DCM_CodeValue, "121071");
+      concept->putAndInsertString(DCM_CodeMeaning, "Finding");
+      changed = true;
+    }
+  }
+  ASSERT_TRUE(changed);
+  DcmFileFormat copy(*file);
+  const std::string out_path = ::testing::TempDir() + "/old_heading_" + std::to_string(::getpid()) + ".dcm";
+  ASSERT_TRUE(copy.saveFile(out_path.c_str(), EXS_LittleEndianExplicit).good());
+  const std::string old_heading = read_bytes(out_path);
+  std::remove(out_path.c_str());
+  const std::string template_problems = cmn::testing::sr_validator_problems({old_heading}, "TID_2000", {study[0]});
+  EXPECT_NE(template_problems.find("not in template"), std::string::npos) << template_problems;
+
+  const std::string wrong_root = cmn::testing::sr_validator_problems({*good}, "TID_1500", {study[0]});
+  EXPECT_NE(wrong_root.find("expected root template TID_1500"), std::string::npos) << wrong_root;
 }
 
 }  // namespace

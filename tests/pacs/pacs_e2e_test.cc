@@ -28,6 +28,7 @@
 #include "cmn/pipeline/dicom_sr.h"
 #include "cmn/preprocessing/dicom.h"
 #include "cmn/v1/report_service.grpc.pb.h"
+#include "common/sr_validators.h"
 #include "pacs/pacs_test_util.h"
 
 extern char** environ;
@@ -288,6 +289,12 @@ class PacsEndToEndTest : public ::testing::Test {
       EXPECT_EQ(uploaded.count(e.sop_instance_uid), 1u) << e.sop_instance_uid << " was not uploaded";
     }
     EXPECT_EQ(evidence, slots);
+    // What the PACS holds is clean in PixelMed (TID 2000) and dciodvfy, and names the algorithm (IHE AIR).
+    EXPECT_EQ(sr->preliminary_flag, "PRELIMINARY");
+    EXPECT_EQ(sr->contributing_equipment.size(), 1u);
+    std::vector<std::string> sources;
+    for (const auto& instance : request.instances()) sources.push_back(instance.data());
+    EXPECT_EQ(cmn::testing::sr_validator_problems({orthanc_.file(srs[0])}, "TID_2000", sources), "");
   }
 
   std::unique_ptr<ScopedDir> dir_;

@@ -1,10 +1,13 @@
 // output.dicom_sr: the server returns the report as a DICOM SR whose text, study and evidence match the response
 // (a real server on 127.0.0.1:0, the untrained 2-view test bundle, chest DICOMs from ../shared).
+#include <algorithm>
 #include <set>
 
 #include <gtest/gtest.h>
 
 #include "cmn/pipeline/dicom_sr.h"
+#include "cmn/pipeline/findings_sr.h"
+#include "common/sr_validators.h"
 #include "server_test_util.h"
 
 namespace cmn::server {
@@ -67,6 +70,47 @@ TEST_F(DicomSrServiceTest, ResponseCarriesAnSrOfTheReportInTheSameStudy) {
   EXPECT_EQ(slots.size(), 2u);
   ASSERT_EQ(response.skipped_size(), 1);
   EXPECT_EQ(evidence.count(response.skipped(0).sop_instance_uid()), 0u);
+  // The algorithm identification names the served model; PixelMed and dciodvfy find nothing wrong.
+  ASSERT_EQ(sr->contributing_equipment.size(), 1u);
+  EXPECT_EQ(sr->contributing_equipment[0].model_name, response.model().name());
+  EXPECT_EQ(sr->contributing_equipment[0].device_uid, sr->device_observer_uid);
+  EXPECT_FALSE(response.model().digest().empty());
+  EXPECT_EQ(sr->preliminary_flag, "PRELIMINARY");
+  EXPECT_TRUE(response.findings_sr().empty()) << "not asked for";
+  EXPECT_EQ(cmn::testing::sr_validator_problems({response.dicom_sr()}, "TID_2000", study_with_lateral()), "");
+}
+
+// output.findings_sr: the CheXpert observations the report states, coded, over the slot instances.
+TEST_F(DicomSrServiceTest, FindingsSrWhenAsked) {
+  RunningServer s = start_server(config_, untrained_model());
+  ASSERT_TRUE(s.server);
+  grpc::ClientContext context;
+  set_deadline(&context, std::chrono::seconds(120));
+  auto request = make_request(study_with_lateral(), 12);
+  request.mutable_output()->set_findings_sr(true);
+  v1::GenerateReportResponse response;
+  const grpc::Status status = s.stub->GenerateReport(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(response.dicom_sr().empty()) << "not asked for";
+  ASSERT_FALSE(response.findings_sr().empty());
+  auto sr = pipeline::read_findings_sr(response.findings_sr());
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  EXPECT_EQ(sr->study_instance_uid, response.study_instance_uid());
+  const auto stated = cmn::metrics::stated_observations(response.report());
+  ASSERT_EQ(sr->evaluations.size(), stated.size());
+  for (size_t i = 0; i < stated.size(); ++i) {
+    EXPECT_EQ(sr->evaluations[i].observation.value, cmn::metrics::observation_code(stated[i].name).code);
+    EXPECT_EQ(sr->evaluations[i].state, pipeline::state_code(stated[i].state));
+  }
+  std::set<std::string> slots, images(sr->image_sop_instance_uids.begin(), sr->image_sop_instance_uids.end());
+  for (const auto& slot : response.slots()) slots.insert(slot.sop_instance_uid());
+  EXPECT_EQ(images, slots);
+  EXPECT_EQ(sr->algorithm_name, response.model().name());
+  const std::string beam = "beam_size=" + std::to_string(response.decoding().beam_size());
+  EXPECT_NE(std::find(sr->algorithm_parameters.begin(), sr->algorithm_parameters.end(), beam),
+            sr->algorithm_parameters.end())
+      << beam;
+  EXPECT_EQ(cmn::testing::sr_validator_problems({response.findings_sr()}, "TID_1500", study_with_lateral()), "");
 }
 
 TEST_F(DicomSrServiceTest, NoSrUnlessAskedAndStreamingFinalCarriesIt) {

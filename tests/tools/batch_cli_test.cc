@@ -22,6 +22,7 @@
 #include "dcmtk/dcmdata/dctk.h"
 
 #include "common/run_command.h"
+#include "common/sr_validators.h"
 
 namespace {
 
@@ -362,10 +363,47 @@ TEST(CmnGenerateBatch, SrDirHoldsOneSrPerReportedDicomStudy) {
     EXPECT_EQ(std::string(study.c_str()), l.at("id").get<std::string>());
     EXPECT_EQ(std::string(modality.c_str()), "SR");
     EXPECT_EQ(std::string(flag.c_str()), "UNVERIFIED");
+    std::vector<std::string> sources;
+    for (const auto& slot : l.at("instances")) sources.push_back(slurp(slot.at("source").get<std::string>()));
+    EXPECT_EQ(cmn::testing::sr_validator_problems({slurp(path)}, "TID_2000", sources), "");
   }
   const auto usage = run(std::string(CMN_GENERATE_BIN) + " --bundle " + untrained_bundle() + " --images " +
                          shared("parity/dev/images/study0_view0.png") + " --sr-dir " + sr_dir.string());
   EXPECT_EQ(usage.exit_code, 2) << usage.err;
+}
+
+// --findings-sr-dir (with --sr-dir): each reported DICOM study's coded findings as a TID 1500 SR next to its
+// report SR, both clean in PixelMed and dciodvfy, the same model's.
+TEST(CmnGenerateBatch, FindingsSrDirHoldsACodedFindingsSrPerStudy) {
+  const fs::path root = temp("cmn_batch_findings_tree");
+  make_tree(root, 1);
+  const fs::path sr_dir = temp("cmn_batch_findings_sr");
+  const fs::path findings_dir = temp("cmn_batch_findings_out");
+  fs::remove_all(sr_dir);
+  fs::remove_all(findings_dir);
+  const auto r = run(std::string(CMN_GENERATE_BIN) + " --bundle " + untrained_bundle() + " --dicom " + root.string() +
+                     " --sr-dir " + sr_dir.string() + " --findings-sr-dir " + findings_dir.string() + quick());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = json_lines(r.out);
+  ASSERT_EQ(lines.size(), 1u);
+  const auto& l = lines[0];
+  ASSERT_TRUE(l.contains("findings_sr_file")) << l;
+  ASSERT_TRUE(l.contains("sr_file")) << l;
+  const std::string path = l.at("findings_sr_file").get<std::string>();
+  EXPECT_EQ(fs::path(path).parent_path(), findings_dir);
+  DcmFileFormat sr;
+  ASSERT_TRUE(sr.loadFile(path.c_str()).good()) << path;
+  OFString sop_class, study, model;
+  sr.getDataset()->findAndGetOFString(DCM_SOPClassUID, sop_class);
+  sr.getDataset()->findAndGetOFString(DCM_StudyInstanceUID, study);
+  sr.getDataset()->findAndGetOFString(DCM_ManufacturerModelName, model);
+  EXPECT_EQ(std::string(sop_class.c_str()), "1.2.840.10008.5.1.4.1.1.88.34");  // Comprehensive 3D SR
+  EXPECT_EQ(std::string(study.c_str()), l.at("id").get<std::string>());
+  EXPECT_FALSE(std::string(model.c_str()).empty());
+  std::vector<std::string> sources;
+  for (const auto& slot : l.at("instances")) sources.push_back(slurp(slot.at("source").get<std::string>()));
+  EXPECT_EQ(cmn::testing::sr_validator_problems({slurp(path)}, "TID_1500", sources), "");
+  EXPECT_EQ(cmn::testing::sr_validator_problems({slurp(l.at("sr_file").get<std::string>())}, "TID_2000", sources), "");
 }
 
 }  // namespace

@@ -29,6 +29,7 @@ class Reporter : public InProcessReporter {
     key_ = info_.version.empty() ? info_.name : absl::StrCat(info_.name, " ", info_.version);
     sr_.model_name = info_.name;
     sr_.model_version = info_.version;
+    sr_.model_digest = info_.digest;  // a retrained model is a new Device UID
     sr_.untrained = info_.untrained;
     study_.views = info_.config.effective_views();
     study_.allowed_modalities = info_.allowed_modalities;

@@ -69,7 +69,8 @@ class ReportServiceImpl final : public v1::ReportService::Service {
   absl::StatusOr<preprocessing::AssembledStudy> preprocess(grpc::ServerContext* context,
                                                            const v1::GenerateReportRequest& request,
                                                            std::chrono::steady_clock::time_point deadline);
-  // output.dicom_sr: the report as a DICOM SR (pipeline/dicom_sr.h) over the instances that fill the slots.
+  // output.dicom_sr / output.findings_sr: the report as a DICOM SR (pipeline/dicom_sr.h) and its coded findings
+  // (pipeline/findings_sr.h) over the instances that fill the slots.
   absl::Status fill_dicom_sr(const preprocessing::AssembledStudy& study, const v1::GenerateReportRequest& request,
                              v1::GenerateReportResponse* response) const;
   // Counts, times and logs a finished call; returns the gRPC status.
