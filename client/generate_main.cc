@@ -2,6 +2,7 @@
 //   cmn-generate --r2gencmn MODEL.pth --args config.json --annotation annotation.json --images A.png B.png ...
 //   cmn-generate --bundle DIR --images ...
 //   cmn-generate --bundle DIR --dicom FILE_OR_FOLDER ... [--output out.jsonl] [--shard i/n] [--attention-dir D]
+//                [--sr-dir D] [--fhir-dir D]
 //   cmn-generate --bundle DIR --manifest studies.csv|studies.jsonl --output out.jsonl
 //   cmn-generate --bundle DIR --annotation annotation.json --split test --image-root IMAGES --output out.jsonl
 //   cmn-generate merge --output all.jsonl shard-0.jsonl shard-1.jsonl ...
@@ -41,6 +42,7 @@
 #include "cmn/pipeline/dicom_sr.h"
 #include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
+#include "generate_fhir.h"
 
 namespace {
 
@@ -195,7 +197,7 @@ struct ArchiveRequest {
   bool sharded = false;
   bool fail_on_error = false;
   bool read_ahead = true;
-  std::string progress, attention_dir, summary_path, sr_dir;
+  std::string progress, attention_dir, summary_path, sr_dir, fhir_dir;
 };
 
 // The report's sentences as the SR wants them: words up to and including each "." (joined: the report).
@@ -353,9 +355,10 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
   std::vector<std::string> new_lines;
   auto emit = [&](const std::string& text) -> absl::Status {
     std::string line = text;
-    if (!req.sr_dir.empty()) {
+    if (!req.sr_dir.empty() || !req.fhir_dir.empty()) {
       auto j = nlohmann::json::parse(text);
-      add_sr(req.sr_dir, generator.identity(), j);
+      if (!req.sr_dir.empty()) add_sr(req.sr_dir, generator.identity(), j);
+      if (!req.fhir_dir.empty()) cmn::client::add_fhir(req.fhir_dir, generator.identity(), j);
       line = j.dump();
     }
     if (!references.empty()) new_lines.push_back(line);
@@ -394,7 +397,7 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
 int main(int argc, char** argv) {
   CLI::App app{"cmn-generate: write draft chest X-ray reports for studies given as image or DICOM files (in process)"};
   std::string checkpoint, args_json, annotation, bundle_dir, output, manifest, split, image_root, shard_text;
-  std::string attention_dir, summary_path, sr_dir, progress = "auto";
+  std::string attention_dir, summary_path, sr_dir, fhir_dir, progress = "auto";
   std::vector<std::string> images, dicom_paths;
   std::vector<std::string> modalities = cmn::preprocessing::StudyOptions{}.allowed_modalities;
   std::optional<int64_t> beam_size, max_length;
@@ -452,6 +455,8 @@ int main(int argc, char** argv) {
                  "write per-sentence cross-attention PNGs (each layer and view) into DIR/<study key>/");
   app.add_option("--sr-dir", sr_dir,
                  "DICOM studies: also write each report as a DICOM SR (TID 2000, UNVERIFIED) DIR/<study key>.dcm");
+  app.add_option("--fhir-dir", fhir_dir,
+                 "DICOM studies: also write each report as a FHIR R4 DiagnosticReport (preliminary) DIR/<study key>.json");
   app.add_option("--summary", summary_path, "also write the run's summary JSON (and scores) here");
 
   // `cmn-generate merge --output all.jsonl shard-*.jsonl`
@@ -492,8 +497,8 @@ int main(int argc, char** argv) {
     std::cerr << "cmn-generate: --annotation with --bundle is only for --split (the bundle has its vocabulary)\n";
     return 2;
   }
-  if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || !sr_dir.empty() || overwrite)) {
-    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir and --overwrite go with --dicom, --manifest or --split\n";
+  if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || !sr_dir.empty() || !fhir_dir.empty() || overwrite)) {
+    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir, --fhir-dir and --overwrite go with --dicom, --manifest or --split\n";
     return 2;
   }
   cmn::pipeline::Shard shard;
@@ -540,7 +545,7 @@ int main(int argc, char** argv) {
     return run_archive(*generator, options, ArchiveRequest{dicom_paths, manifest, annotation, split, image_root, modalities,
                                                            output, overwrite, shard, !shard_text.empty(),
                                                            fail_on_error, !no_read_ahead, progress, attention_dir,
-                                                           summary_path, sr_dir});
+                                                           summary_path, sr_dir, fhir_dir});
   }
 
   std::ostringstream lines;
