@@ -576,7 +576,9 @@ TEST_F(PacsEndToEndTest, FhirUrlPostsTheReportAfterTheSrAndRetriesWithoutASecond
   auto file = parse(image);
   for (const DcmTagKey& key : {DCM_PatientName, DCM_PatientID}) {
     const std::string value = get(file->getDataset(), key);
-    if (value.size() >= 4) EXPECT_EQ(logs.find(value), std::string::npos) << "cmn-pacs log contains a patient attribute";
+    if (value.size() >= 4) {
+      EXPECT_EQ(logs.find(value), std::string::npos) << "cmn-pacs log contains a patient attribute";
+    }
   }
   auto state = load_state(dir_->file("pacs-state.json"));
   ASSERT_TRUE(state.ok()) << state.status();

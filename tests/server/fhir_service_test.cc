@@ -45,7 +45,9 @@ TEST(FhirServiceTest, ResponseCarriesAValidDiagnosticReportOfTheStudy) {
   EXPECT_EQ(device["deviceName"][0]["name"], response.model().name());
   EXPECT_EQ(device["identifier"][0]["value"], response.model().digest());
   ASSERT_FALSE(response.model().digest().empty());
-  if (!response.model().version().empty()) EXPECT_EQ(device["version"][0]["value"], response.model().version());
+  if (!response.model().version().empty()) {
+    EXPECT_EQ(device["version"][0]["value"], response.model().version());
+  }
   EXPECT_FALSE(r.contains("subject"));
 }
 
