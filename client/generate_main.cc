@@ -2,6 +2,7 @@
 //   cmn-generate --r2gencmn MODEL.pth --args config.json --annotation annotation.json --images A.png B.png ...
 //   cmn-generate --bundle DIR --images ...
 //   cmn-generate --bundle DIR --dicom FILE_OR_FOLDER ... [--output out.jsonl] [--shard i/n] [--attention-dir D]
+//                [--sr-dir D] [--fhir-dir D]
 //   cmn-generate --bundle DIR --manifest studies.csv|studies.jsonl --output out.jsonl
 //   cmn-generate --bundle DIR --annotation annotation.json --split test --image-root IMAGES --output out.jsonl
 //   cmn-generate merge --output all.jsonl shard-0.jsonl shard-1.jsonl ...
@@ -45,6 +46,7 @@
 #include "cmn/pipeline/findings_sr.h"
 #include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
+#include "generate_fhir.h"
 
 namespace {
 
@@ -173,8 +175,7 @@ struct ArchiveRequest {
   bool sharded = false;
   bool fail_on_error = false;
   bool read_ahead = true;
-  std::string progress, attention_dir, summary_path, sr_dir;
-  std::string findings_sr_dir;
+  std::string progress, attention_dir, summary_path, sr_dir, findings_sr_dir, fhir_dir;
 };
 
 // The report's sentences as the SR wants them: words up to and including each "." (joined: the report).
@@ -344,14 +345,17 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
   std::vector<std::string> new_lines;
   auto emit = [&](const std::string& text) -> absl::Status {
     std::string line = text;
-    if (!req.sr_dir.empty() || !req.findings_sr_dir.empty()) {
+    if (!req.sr_dir.empty() || !req.findings_sr_dir.empty() || !req.fhir_dir.empty()) {
       auto j = nlohmann::json::parse(text);
-      const auto& d = options.decoding;  // TID 4019 Algorithm Parameters of the findings SR
-      add_sr(req.sr_dir, req.findings_sr_dir, generator.identity(),
-             {"method=" + d.method, "beam_size=" + std::to_string(d.beam_size),
-              "max_length=" + std::to_string(d.max_length), "temperature=" + std::to_string(d.temperature),
-              "seed=" + std::to_string(d.seed)},
-             j);
+      if (!req.sr_dir.empty() || !req.findings_sr_dir.empty()) {
+        const auto& d = options.decoding;  // TID 4019 Algorithm Parameters of the findings SR
+        add_sr(req.sr_dir, req.findings_sr_dir, generator.identity(),
+               {"method=" + d.method, "beam_size=" + std::to_string(d.beam_size),
+                "max_length=" + std::to_string(d.max_length), "temperature=" + std::to_string(d.temperature),
+                "seed=" + std::to_string(d.seed)},
+               j);
+      }
+      if (!req.fhir_dir.empty()) cmn::client::add_fhir(req.fhir_dir, generator.identity(), j);
       line = j.dump();
     }
     if (!references.empty()) new_lines.push_back(line);
@@ -390,7 +394,7 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
 int main(int argc, char** argv) {
   CLI::App app{"cmn-generate: write draft chest X-ray reports for studies given as image or DICOM files (in process)"};
   std::string checkpoint, args_json, annotation, bundle_dir, output, manifest, split, image_root, shard_text;
-  std::string attention_dir, summary_path, sr_dir, findings_sr_dir, progress = "auto";
+  std::string attention_dir, summary_path, sr_dir, findings_sr_dir, fhir_dir, progress = "auto";
   std::vector<std::string> images, dicom_paths;
   std::vector<std::string> modalities = cmn::preprocessing::StudyOptions{}.allowed_modalities;
   std::optional<int64_t> beam_size, max_length;
@@ -454,6 +458,8 @@ int main(int argc, char** argv) {
   app.add_option("--findings-sr-dir", findings_sr_dir,
                  "DICOM studies: also write the CheXpert observations each report states as a coded TID 1500 SR "
                  "DIR/<study key>.dcm");
+  app.add_option("--fhir-dir", fhir_dir,
+                 "DICOM studies: also write each report as a FHIR R4 DiagnosticReport (preliminary) DIR/<study key>.json");
   app.add_option("--summary", summary_path, "also write the run's summary JSON (and scores) here");
 
   // `cmn-generate merge --output all.jsonl shard-*.jsonl`
@@ -495,9 +501,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || !sr_dir.empty() || !findings_sr_dir.empty() ||
-                        overwrite)) {
-    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir, --findings-sr-dir and --overwrite go with "
-                 "--dicom, --manifest or --split\n";
+                        !fhir_dir.empty() || overwrite)) {
+    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir, --findings-sr-dir, --fhir-dir and --overwrite go "
+                 "with --dicom, --manifest or --split\n";
     return 2;
   }
   cmn::pipeline::Shard shard;
@@ -558,7 +564,7 @@ int main(int argc, char** argv) {
     return run_archive(*generator, options, ArchiveRequest{dicom_paths, manifest, annotation, split, image_root, modalities,
                                                            output, overwrite, shard, !shard_text.empty(),
                                                            fail_on_error, !no_read_ahead, progress, attention_dir,
-                                                           summary_path, sr_dir, findings_sr_dir});
+                                                           summary_path, sr_dir, findings_sr_dir, fhir_dir});
   }
 
   std::ostringstream lines;

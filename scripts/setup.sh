@@ -27,3 +27,10 @@ for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
   cand=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-openmp | head -n1 || true)
   if [ -n "$cand" ]; then $SUDO update-alternatives --set "$alt" "$cand" >/dev/null; fi
 done
+# FHIR output tests: FHIR.js (npm "fhir", pinned by tests/fhir/package-lock.json) validates every DiagnosticReport
+# the tests write. Debian's nodejs + npm, unless a node with npm is already installed (a newer one from elsewhere
+# would conflict with Debian's npm package); the package goes into tests/fhir/node_modules, never at build time.
+if ! command -v npm >/dev/null 2>&1; then
+  $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+fi
+(cd "$(dirname "$0")/../tests/fhir" && npm ci --no-audit --no-fund --loglevel=error)

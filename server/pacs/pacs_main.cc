@@ -3,6 +3,7 @@
 //            --store dicom --dicom-host 127.0.0.1 --dicom-port 4242 --called-ae ORTHANC --calling-ae CMN
 //   cmn-pacs ... --store stow --stow-url http://127.0.0.1:8042/dicom-web
 //   cmn-pacs ... --bundle bundles/iu_xray --threads 4      (the model in process, no cmn-server)
+//   cmn-pacs ... --fhir-url http://127.0.0.1:8080/fhir      (also POST a FHIR R4 DiagnosticReport per study)
 // Exit codes: 0 stopped by SIGTERM/SIGINT; 1 bad state file or settings; 2 bad command line.
 #include <pthread.h>
 #include <signal.h>
@@ -49,6 +50,9 @@ int main(int argc, char** argv) {
   app.add_option("--calling-ae", o.dicom.calling_ae, "C-STORE: our AE title")->capture_default_str();
   app.add_option("--dicom-timeout-s", o.dicom.dimse_timeout_s, "C-STORE: response timeout")->capture_default_str();
   app.add_option("--stow-url", o.stow.base_url, "STOW-RS: DICOMweb base URL (e.g. http://127.0.0.1:8042/dicom-web)");
+  app.add_option("--fhir-url", o.fhir.base_url,
+                 "FHIR server base URL: after the SR, POST the report as a DiagnosticReport to URL/DiagnosticReport");
+  app.add_option("--fhir-token", o.fhir.bearer_token, "FHIR: bearer token");
   app.add_option("--max-attempts", o.max_attempts, "attempts per study before it is reported failed")
       ->capture_default_str();
   app.add_option("--retry-initial-s", o.retry_initial_s, "first back-off after a failed study")->capture_default_str();
@@ -57,6 +61,10 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (!o.fhir.base_url.empty() && o.fhir.base_url.rfind("http://", 0) != 0) {
+    std::cerr << "cmn-pacs: --fhir-url must be an http:// URL (https is not built in)\n";
+    return 2;
   }
   if (o.store == "stow" && o.stow.base_url.empty()) {
     std::cerr << "cmn-pacs: --store stow needs --stow-url\n";

@@ -17,6 +17,7 @@
 #include "cmn/pipeline/attention.h"
 #include "cmn/pipeline/dicom_sr.h"
 #include "cmn/pipeline/findings_sr.h"
+#include "cmn/pipeline/fhir_report.h"
 #include "cmn/server/status.h"
 
 namespace cmn::server {
@@ -329,6 +330,17 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   response->set_request_id(request.request_id());
   if (request.output().dicom_sr() || request.output().findings_sr()) {
     CMN_RETURN_IF_ERROR(fill_dicom_sr(study, request, response));
+  }
+  if (request.output().dicom_sr()) CMN_RETURN_IF_ERROR(fill_dicom_sr(study, request, response));
+  if (request.output().fhir()) {
+    // The FHIR DiagnosticReport (pipeline/fhir_report.h): the model's identity is the bundle's, as in the SR.
+    pipeline::FhirReportInput fhir;
+    fhir.study_instance_uid = response->study_instance_uid();
+    fhir.text = response->report();
+    fhir.model = {model_->info.name, model_->info.version, model_->info.digest, options_.sr.manufacturer,
+                  model_->info.untrained};
+    CMN_ASSIGN_OR_RETURN(std::string json, pipeline::write_fhir_report(fhir));
+    response->set_fhir(std::move(json));
   }
   return absl::OkStatus();
 }

@@ -29,6 +29,8 @@
 #include "cmn/preprocessing/dicom.h"
 #include "cmn/v1/report_service.grpc.pb.h"
 #include "common/sr_validators.h"
+#include "common/fhir_validator.h"
+#include "fhir/loopback_fhir_server.h"
 #include "pacs/pacs_test_util.h"
 
 extern char** environ;
@@ -528,6 +530,67 @@ TEST_F(PacsEndToEndTest, StoreFailsWhileOrthancsDicomPortIsDownThenSucceeds) {
   ASSERT_TRUE(final_state.ok());
   EXPECT_TRUE(final_state->pending.empty());
   EXPECT_EQ(final_state->done.size(), 1u);
+}
+
+// --fhir-url: after the SR, the report goes to a FHIR server (a recording HTTP server on loopback) as a valid
+// DiagnosticReport. The FHIR server fails the first attempt: the study is retried, the report arrives, and the
+// study still holds one SR.
+TEST_F(PacsEndToEndTest, FhirUrlPostsTheReportAfterTheSrAndRetriesWithoutASecondSr) {
+  const std::string missing = cmn::testing::fhir_validator_missing();
+  ASSERT_TRUE(missing.empty()) << missing;
+  ASSERT_TRUE(orthanc_.start()) << read_bytes(dir_->file("orthanc.err"));
+  const int server_port = start_server();
+  ASSERT_GT(server_port, 0) << (server_ ? server_->err() : "");
+  cmn::testing::LoopbackFhirServer fhir;
+  fhir.script({503, 503});  // both tries of the first attempt (store_retry: 2 tries)
+  start_pacs(server_port, {"--fhir-url", fhir.base_url("/fhir")});
+  const std::string image = read_bytes(shared_path("data/dicom/chest/NIH-ChestXray14_DX_implicitLE.dcm"));
+  auto posted = orthanc_.client->Post("/instances", image, "application/dicom");
+  ASSERT_TRUE(posted && posted->status == 200);
+  const std::string study = json::parse(posted->body).value("ParentStudy", std::string());
+  ASSERT_TRUE(wait_for(std::chrono::seconds(90), [&] { return fhir.received().size() >= 3; })) << diagnostics();
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // the SR's arrival must not report the study again
+  pacs_->stop();
+
+  const auto got = fhir.received();
+  ASSERT_EQ(got.size(), 3u) << diagnostics();
+  const auto srs = orthanc_.sr_instances(study);
+  ASSERT_EQ(srs.size(), 1u) << "a FHIR retry must not store a second SR";
+  auto sr = pipeline::read_report_sr(orthanc_.file(srs[0]));
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  std::set<std::string> identifiers;
+  for (const auto& g : got) {
+    EXPECT_EQ(g.path, "/fhir/DiagnosticReport");
+    EXPECT_EQ(g.content_type, "application/fhir+json");
+    identifiers.insert(json::parse(g.body)["identifier"][0]["value"].get<std::string>());
+  }
+  EXPECT_EQ(identifiers.size(), 1u) << "the same report of the same study keeps its identifier";
+  const auto v = cmn::testing::validate_fhir_json(got.back().body);
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+  const json report = json::parse(got.back().body);
+  EXPECT_EQ(report["imagingStudy"][0]["identifier"]["value"], "urn:oid:" + sr->study_instance_uid);
+  const std::string conclusion = report["conclusion"];
+  ASSERT_FALSE(sr->text().empty());
+  ASSERT_GE(conclusion.size(), sr->text().size());
+  EXPECT_EQ(conclusion.substr(conclusion.size() - sr->text().size()), sr->text()) << "the SR's text";
+  EXPECT_FALSE(report.contains("subject"));
+
+  // Logs: the retry and the success, and no study UID or patient attribute.
+  const std::string logs = pacs_->err() + pacs_->out();
+  EXPECT_NE(logs.find("HTTP 503"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("fhir=posted"), std::string::npos) << logs;
+  EXPECT_EQ(logs.find(sr->study_instance_uid), std::string::npos) << logs;
+  auto file = parse(image);
+  for (const DcmTagKey& key : {DCM_PatientName, DCM_PatientID}) {
+    const std::string value = get(file->getDataset(), key);
+    if (value.size() >= 4) {
+      EXPECT_EQ(logs.find(value), std::string::npos) << "cmn-pacs log contains a patient attribute";
+    }
+  }
+  auto state = load_state(dir_->file("pacs-state.json"));
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->done.size(), 1u);
+  EXPECT_TRUE(state->failed.empty());
 }
 
 }  // namespace

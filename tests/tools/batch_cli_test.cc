@@ -21,6 +21,7 @@
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dctk.h"
 
+#include "common/fhir_validator.h"
 #include "common/run_command.h"
 #include "common/sr_validators.h"
 
@@ -404,6 +405,47 @@ TEST(CmnGenerateBatch, FindingsSrDirHoldsACodedFindingsSrPerStudy) {
   for (const auto& slot : l.at("instances")) sources.push_back(slurp(slot.at("source").get<std::string>()));
   EXPECT_EQ(cmn::testing::sr_validator_problems({slurp(path)}, "TID_1500", sources), "");
   EXPECT_EQ(cmn::testing::sr_validator_problems({slurp(l.at("sr_file").get<std::string>())}, "TID_2000", sources), "");
+}
+
+// --fhir-dir: each reported DICOM study also as a FHIR R4 DiagnosticReport, valid for FHIR.js, written before
+// its line (atomically: no temporary file is left).
+TEST(CmnGenerateBatch, FhirDirHoldsOneValidDiagnosticReportPerReportedDicomStudy) {
+  const std::string missing = cmn::testing::fhir_validator_missing();
+  ASSERT_TRUE(missing.empty()) << missing;
+  const fs::path root = temp("cmn_batch_fhir_tree");
+  const auto uids = make_tree(root, 2);
+  const fs::path fhir_dir = temp("cmn_batch_fhir_out");
+  fs::remove_all(fhir_dir);
+  const auto r = run(std::string(CMN_GENERATE_BIN) + " --bundle " + untrained_bundle() + " --dicom " + root.string() +
+                     " --fhir-dir " + fhir_dir.string() + quick());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = json_lines(r.out);
+  ASSERT_EQ(lines.size(), 2u);
+  for (const auto& l : lines) {
+    ASSERT_TRUE(l.contains("fhir_file")) << l;
+    const std::string path = l.at("fhir_file").get<std::string>();
+    EXPECT_EQ(fs::path(path).filename().string(), l.at("id").get<std::string>() + ".json");
+    const auto v = cmn::testing::validate_fhir_file(path);
+    EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+    const auto report = nlohmann::json::parse(slurp(path));
+    EXPECT_EQ(report.at("imagingStudy")[0]["identifier"]["value"], "urn:oid:" + l.at("study").get<std::string>());
+    EXPECT_EQ(report.at("status"), "preliminary");
+    const std::string conclusion = report.at("conclusion");
+    const std::string text = l.at("report");
+    ASSERT_GE(conclusion.size(), text.size());
+    EXPECT_EQ(conclusion.substr(conclusion.size() - text.size()), text);
+    EXPECT_EQ(conclusion.rfind("UNTRAINED", 0), 0u) << "the untrained bundle's report must say so";
+    EXPECT_EQ(report.at("contained")[0]["identifier"][0]["value"], l.at("model").at("digest"));
+  }
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(fhir_dir)) {
+    EXPECT_EQ(e.path().extension(), ".json") << e.path();
+    ++files;
+  }
+  EXPECT_EQ(files, 2u);
+  const auto usage = run(std::string(CMN_GENERATE_BIN) + " --bundle " + untrained_bundle() + " --images " +
+                         shared("parity/dev/images/study0_view0.png") + " --fhir-dir " + fhir_dir.string());
+  EXPECT_EQ(usage.exit_code, 2) << usage.err;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "cmn/model/runtime.h"
 #include "cmn/pipeline/bundle.h"
 #include "cmn/pipeline/model_loader.h"
+#include "cmn/pipeline/fhir_report.h"
 #include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
 
@@ -63,6 +64,13 @@ class Reporter : public InProcessReporter {
     auto sr = pipeline::write_report_sr(sources, sentences_of(out.report), sr_);
     if (!sr.ok()) return sr.status();
     out.dicom_sr = std::move(*sr);
+    pipeline::FhirReportInput fhir;
+    fhir.study_instance_uid = study->study_instance_uid;
+    fhir.text = out.report;
+    fhir.model = {info_.name, info_.version, info_.digest, sr_.manufacturer, info_.untrained};
+    auto json = pipeline::write_fhir_report(fhir);
+    if (!json.ok()) return json.status();
+    out.fhir = std::move(*json);
     return out;
   }
 

@@ -14,6 +14,7 @@ namespace cmn::pacs {
 struct InProcessReport {
   std::string report;      // the text
   std::string dicom_sr;    // Part 10 SR
+  std::string fhir;        // FHIR R4 DiagnosticReport (JSON), as cmn-server's output.fhir
   int slots = 0;
 };
 

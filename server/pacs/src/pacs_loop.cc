@@ -218,7 +218,10 @@ absl::Status PacsLoop::process_study(const std::string& orthanc_id, PassResult* 
     return absl::OkStatus();
   }
   // An SR of this model already in the study (stored by a run that stopped before saving its state, or by another
-  // cmn-pacs): done. The SR's ManufacturerModelName is "<model name> <version>" (pipeline/dicom_sr.h).
+  // cmn-pacs): done, unless the FHIR report may still be owed (then it is made again, without a second SR).
+  // The SR's ManufacturerModelName is "<model name> <version>" (pipeline/dicom_sr.h).
+  const bool with_fhir = !options_.fhir.base_url.empty();
+  bool sr_present = false;
   auto series = impl_->get_json("/studies/" + orthanc_id + "/series");
   if (!series.ok()) return series.status();
   for (const auto& s : *series) {
@@ -226,7 +229,8 @@ absl::Status PacsLoop::process_study(const std::string& orthanc_id, PassResult* 
     for (const auto& instance : s.value("Instances", json::array())) {
       auto tags = impl_->get_json("/instances/" + instance.get<std::string>() + "/simplified-tags");
       if (!tags.ok()) return tags.status();
-      if (tags->value("ManufacturerModelName", std::string()) == impl_->model_key) {
+      if (tags->value("ManufacturerModelName", std::string()) == impl_->model_key) sr_present = true;
+      if (sr_present && !with_fhir) {
         state_.done.insert(key);
         ++result->skipped_done;
         LOG(INFO) << "cmn-pacs: " << orthanc_id << " " << name << " already holds an SR of " << impl_->model_key;
@@ -237,7 +241,8 @@ absl::Status PacsLoop::process_study(const std::string& orthanc_id, PassResult* 
   auto instances = impl_->get_json("/studies/" + orthanc_id + "/instances");
   if (!instances.ok()) return instances.status();
   v1::GenerateReportRequest request;
-  request.mutable_output()->set_dicom_sr(true);
+  request.mutable_output()->set_dicom_sr(!sr_present);
+  request.mutable_output()->set_fhir(with_fhir);
   request.set_request_id(orthanc_id);
   for (const auto& instance : *instances) {
     const std::string id = instance.value("ID", std::string());
@@ -249,7 +254,7 @@ absl::Status PacsLoop::process_study(const std::string& orthanc_id, PassResult* 
 
   // 3. The report and its SR: from cmn-server, or from the model in this process.
   const int instance_count = request.instances_size();
-  std::string sr_bytes;
+  std::string sr_bytes, fhir_json;
   int slots = 0;
   if (impl_->in_process) {
     std::vector<std::string> bytes;
@@ -259,6 +264,7 @@ absl::Status PacsLoop::process_study(const std::string& orthanc_id, PassResult* 
       return absl::Status(report.status().code(), absl::StrCat("in-process report: ", report.status().message()));
     }
     sr_bytes = std::move(report->dicom_sr);
+    fhir_json = std::move(report->fhir);
     slots = report->slots;
   } else {
     grpc::ClientContext context;
@@ -271,19 +277,32 @@ absl::Status PacsLoop::process_study(const std::string& orthanc_id, PassResult* 
       const auto code = static_cast<absl::StatusCode>(s.error_code());
       return absl::Status(code, absl::StrCat("cmn-server GenerateReport: ", s.error_message()));
     }
-    if (response.dicom_sr().empty()) return absl::InternalError("cmn-server returned no DICOM SR");
+    if (!sr_present && response.dicom_sr().empty()) return absl::InternalError("cmn-server returned no DICOM SR");
+    if (with_fhir && response.fhir().empty()) {
+      return absl::InternalError("cmn-server returned no FHIR report (a server without output.fhir?)");
+    }
     sr_bytes = std::move(*response.mutable_dicom_sr());
+    fhir_json = std::move(*response.mutable_fhir());
     slots = response.slots_size();
   }
 
-  // 4. Back into the study.
-  const absl::Status stored = options_.store == "stow" ? pipeline::stow_rs(sr_bytes, options_.stow, options_.store_retry)
-                                                       : pipeline::c_store(sr_bytes, options_.dicom, options_.store_retry);
-  if (!stored.ok()) return stored;
+  // 4. Back into the study (unless an SR of this model is there already), then to the FHIR server.
+  if (!sr_present) {
+    const absl::Status stored = options_.store == "stow"
+                                    ? pipeline::stow_rs(sr_bytes, options_.stow, options_.store_retry)
+                                    : pipeline::c_store(sr_bytes, options_.dicom, options_.store_retry);
+    if (!stored.ok()) return stored;
+  }
+  if (with_fhir) {
+    const absl::Status posted = pipeline::post_fhir_report(fhir_json, options_.fhir, options_.store_retry);
+    if (!posted.ok()) return posted;
+    ++result->fhir_posted;
+  }
   state_.done.insert(key);
   ++result->reported;
   LOG(INFO) << "cmn-pacs: reported " << orthanc_id << " " << name << " instances=" << instance_count
-            << " slots=" << slots << " model=\"" << impl_->model_key << "\" store=" << options_.store
+            << " slots=" << slots << " model=\"" << impl_->model_key << "\" store="
+            << (sr_present ? "already" : options_.store) << (with_fhir ? " fhir=posted" : "")
             << (impl_->in_process ? " in_process" : "");
   return absl::OkStatus();
 }

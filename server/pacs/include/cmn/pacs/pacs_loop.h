@@ -1,7 +1,8 @@
 #pragma once
 // cmn-pacs: the PACS loop. Watches an Orthanc server's change feed for stable studies, sends each study's
 // instances to a cmn-server (GenerateReport with output.dicom_sr) and stores the returned SR back into the same
-// study, by DICOM C-STORE or DICOMweb STOW-RS (pipeline/dicom_send.h).
+// study, by DICOM C-STORE or DICOMweb STOW-RS (pipeline/dicom_send.h). With a FHIR URL it then POSTs the
+// report as a FHIR R4 DiagnosticReport (pipeline/fhir_report.h) to that FHIR server.
 //
 //   Orthanc REST  GET /changes?since=N&limit=M   ChangeType "StableStudy" -> the study's Orthanc ID
 //                 GET /studies/{id}               MainDicomTags.StudyInstanceUID
@@ -19,6 +20,10 @@
 // - Never twice: a study is reported once per (StudyInstanceUID, model version) — the key is kept in `done`
 //   and checked before any work, so the SR's own arrival (which makes the study stable again) and restarts
 //   do not make a second SR.
+// - FHIR (fhir.base_url set): a study is done when its SR is stored AND its DiagnosticReport is accepted (HTTP
+//   200/201). A failed POST is retried like a failed store; the retry finds the SR already in the study, stores no
+//   second one, and POSTs again (with If-None-Exist on the report's identifier, so a server with conditional
+//   create keeps one copy when an earlier POST did arrive).
 // - No patient identifiers in logs: studies are named by Orthanc ID and a hash of the StudyInstanceUID.
 #include <atomic>
 #include <cstdint>
@@ -32,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "cmn/pipeline/dicom_send.h"
 #include "cmn/pipeline/dicom_sr.h"
+#include "cmn/pipeline/fhir_report.h"
 
 namespace cmn::pacs {
 
@@ -53,6 +59,9 @@ struct PacsOptions {
   std::string store = "dicom";
   pipeline::DicomPeer dicom;                           // Orthanc's DICOM port, its AE title and ours
   pipeline::StowTarget stow;                           // e.g. http://127.0.0.1:8042/dicom-web
+  // FHIR server base URL (e.g. http://127.0.0.1:8080/fhir): "" = no FHIR. The DiagnosticReport is POSTed after
+  // the SR is stored, with store_retry inside one attempt.
+  pipeline::FhirTarget fhir;
   // Study-level retries (fetch, report or store failed): attempts in all, then the study is `failed`.
   int max_attempts = 8;
   double retry_initial_s = 2;
@@ -86,7 +95,8 @@ std::string study_log_name(const std::string& study_instance_uid);
 // What one pass did (tests and logs).
 struct PassResult {
   int new_stable_studies = 0;   // StableStudy changes seen
-  int reported = 0;             // SRs stored
+  int reported = 0;             // studies done (SR stored, and the FHIR report posted when configured)
+  int fhir_posted = 0;          // DiagnosticReports accepted by the FHIR server
   int skipped_done = 0;         // already reported for this model version
   int failed_attempts = 0;      // attempts that failed (will be retried or gave up)
 };

@@ -1,0 +1,81 @@
+// post_fhir_report (fhir_report.h): FHIR create of a DiagnosticReport over HTTP with cpp-httplib.
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "cmn/pipeline/fhir_report.h"
+
+namespace cmn::pipeline {
+
+namespace {
+
+// "http://host:port/path" -> ("http://host:port", "/path" without trailing slashes).
+bool split_url(const std::string& url, std::string* origin, std::string* path) {
+  const size_t scheme = url.find("://");
+  if (scheme == std::string::npos) return false;
+  const size_t slash = url.find('/', scheme + 3);
+  *origin = url.substr(0, slash);
+  *path = slash == std::string::npos ? "" : url.substr(slash);
+  while (!path->empty() && path->back() == '/') path->pop_back();
+  return origin->size() > scheme + 3;
+}
+
+}  // namespace
+
+absl::Status post_fhir_report(const std::string& report_json, const FhirTarget& target, const RetryPolicy& retry) {
+  std::string origin, path;
+  if (!split_url(target.base_url, &origin, &path) || origin.rfind("http://", 0) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("FHIR: base URL '", target.base_url,
+                                                   "' is not an http://host[:port][/path] URL (https is not built in)"));
+  }
+  const auto report = nlohmann::json::parse(report_json, nullptr, /*allow_exceptions=*/false);
+  if (!report.is_object() || report.value("resourceType", std::string()) != "DiagnosticReport" ||
+      !report.contains("identifier") || !report["identifier"].is_array() || report["identifier"].empty()) {
+    return absl::InvalidArgumentError("FHIR: the body is not a DiagnosticReport with an identifier");
+  }
+  const auto& id = report["identifier"][0];
+  const std::string system = id.value("system", std::string());
+  const std::string value = id.value("value", std::string());
+  const std::string where = absl::StrCat("FHIR POST to ", origin, path, "/DiagnosticReport (report ", value, ")");
+  httplib::Headers headers = {{"Accept", "application/fhir+json"},
+                              // As in the spec's examples (identifier=system|value): the system is a
+                              // fixed URI and the value a urn:uuid, nothing in them needs escaping.
+                              {"If-None-Exist", absl::StrCat("identifier=", system, "|", value)}};
+
+  // Retried as the SR senders retry (dicom_send.h): network errors and 5xx with doubling back-off; 4xx not.
+  const int attempts = std::max(1, retry.attempts);
+  double backoff = std::max(0.0, retry.initial_backoff_s);
+  absl::Status last;
+  for (int i = 1; i <= attempts; ++i) {
+    httplib::Client client(origin);
+    client.set_connection_timeout(target.timeout_s, 0);
+    client.set_read_timeout(target.timeout_s, 0);
+    client.set_write_timeout(target.timeout_s, 0);
+    if (!target.bearer_token.empty()) client.set_bearer_token_auth(target.bearer_token);
+    auto result = client.Post(path + "/DiagnosticReport", headers, report_json, "application/fhir+json");
+    if (!result) {
+      last = absl::UnavailableError(absl::StrCat(where, ": ", httplib::to_string(result.error())));
+    } else if (result->status == 200 || result->status == 201) {
+      return absl::OkStatus();
+    } else if (result->status >= 500) {
+      last = absl::UnavailableError(absl::StrCat(where, ": HTTP ", result->status, ": ", result->body.substr(0, 300)));
+    } else {
+      return absl::FailedPreconditionError(
+          absl::StrCat(where, ": HTTP ", result->status, ": ", result->body.substr(0, 300)));
+    }
+    if (i < attempts) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+      backoff = std::min(backoff * 2, std::max(retry.max_backoff_s, 0.0));
+    }
+  }
+  return absl::Status(last.code(), absl::StrCat(last.message(), " (after ", attempts, " attempt",
+                                                attempts == 1 ? "" : "s", ")"));
+}
+
+}  // namespace cmn::pipeline
