@@ -149,11 +149,15 @@ TEST_F(FhirReportTest, StatedObservationsAreCodedAndOnlyPresentOnesConcluded) {
   EXPECT_EQ(concluded.count(metrics::observation_code("Cardiomegaly").code), 1u);
 }
 
-TEST_F(FhirReportTest, NothingStatedGivesNoCodesButStillReferencesTheDevice) {
+// CheXpert's No Finding rule: a report that states no observation is coded as No Finding only, and the text
+// observation still references the model Device.
+TEST_F(FhirReportTest, NothingAbnormalIsCodedAsNoFindingAndStillReferencesTheDevice) {
   const json r = write_valid(input("the osseous structures are unremarkable ."));
-  EXPECT_FALSE(r.contains("conclusionCode"));
-  ASSERT_EQ(r["result"].size(), 1u);
-  EXPECT_EQ(r["result"][0]["reference"], "#text");
+  ASSERT_EQ(r["conclusionCode"].size(), 1u);
+  EXPECT_EQ(r["conclusionCode"][0]["coding"][0]["code"], metrics::observation_code("No Finding").code);
+  ASSERT_EQ(r["result"].size(), 2u);
+  EXPECT_EQ(r["result"][0]["reference"], "#obs-0");  // the No Finding observation, then the text
+  EXPECT_EQ(r["result"][1]["reference"], "#text");
   EXPECT_EQ((*contained(r, "text"))["device"]["reference"], "#model");
 }
 
