@@ -15,6 +15,7 @@
 #include <httplib.h>
 
 #include "absl/strings/str_cat.h"
+#include "http_url.h"
 #include "absl/strings/str_format.h"
 
 namespace cmn::pipeline {
@@ -94,16 +95,6 @@ absl::Status store_once(DcmDataset* dataset, const std::string& sop_class, const
   return absl::OkStatus();
 }
 
-// "http://host:port/path" -> ("http://host:port", "/path").
-bool split_url(const std::string& url, std::string* origin, std::string* path) {
-  const size_t scheme = url.find("://");
-  if (scheme == std::string::npos) return false;
-  const size_t slash = url.find('/', scheme + 3);
-  *origin = url.substr(0, slash);
-  *path = slash == std::string::npos ? "" : url.substr(slash);
-  while (!path->empty() && path->back() == '/') path->pop_back();
-  return origin->size() > scheme + 3;
-}
 
 }  // namespace
 

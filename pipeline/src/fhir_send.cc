@@ -9,24 +9,11 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "http_url.h"
 #include "cmn/pipeline/fhir_report.h"
 
 namespace cmn::pipeline {
 
-namespace {
-
-// "http://host:port/path" -> ("http://host:port", "/path" without trailing slashes).
-bool split_url(const std::string& url, std::string* origin, std::string* path) {
-  const size_t scheme = url.find("://");
-  if (scheme == std::string::npos) return false;
-  const size_t slash = url.find('/', scheme + 3);
-  *origin = url.substr(0, slash);
-  *path = slash == std::string::npos ? "" : url.substr(slash);
-  while (!path->empty() && path->back() == '/') path->pop_back();
-  return origin->size() > scheme + 3;
-}
-
-}  // namespace
 
 absl::Status post_fhir_report(const std::string& report_json, const FhirTarget& target, const RetryPolicy& retry) {
   std::string origin, path;
