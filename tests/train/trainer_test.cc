@@ -270,9 +270,13 @@ TEST_F(TrainParityNoDropoutTest, FirstTwoLossesMatchReferenceCode) {
 }
 
 TEST_F(TrainParityNoDropoutTest, ThirdLossAndEvalLossMatchReferenceCodeWithinRoundingSpread) {
-  EXPECT_LT(relative_error(run().losses[2], kReferenceLosses[2]), 1e-3)
+  // Our own spread, same code and CPU (2-core AMD EPYC, avx512), only the thread count changed: third loss
+  // 0.38031 (1 thread), 0.37960 (2), 0.37949 (3), 0.37948 (4), i.e. 2.2e-3 of the value; eval loss 0.2246 to
+  // 0.2311 (2.9%). At 2 threads this CPU gives 1.01e-3 from the reference's value (earlier CI machines stayed
+  // < 1e-3 before), so the bound is that measured spread, not a guess: 3e-3 and 3e-2 as for the fixture above.
+  EXPECT_LT(relative_error(run().losses[2], kReferenceLosses[2]), 3e-3)
       << "ours " << run().losses[2] << " reference " << kReferenceLosses[2];
-  EXPECT_LT(relative_error(run().eval_loss_after, kReferenceEvalLoss), 2e-2)
+  EXPECT_LT(relative_error(run().eval_loss_after, kReferenceEvalLoss), 3e-2)
       << "ours " << run().eval_loss_after << " reference " << kReferenceEvalLoss;
 }
 
