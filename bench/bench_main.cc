@@ -158,7 +158,11 @@ int main(int argc, char** argv) {
     auto options = cmn::model::decoding_options_from(model->config());
     if (a.beam_size) options.beam_size = *a.beam_size;
     if (a.max_length) options.max_length = *a.max_length;
-    if (!a.method.empty()) options.method = a.method;
+    if (!a.method.empty()) {
+      const auto method = cmn::model::parse_decoding_method(a.method);
+      if (!method) usage_error("--sample-method must be beam_search, greedy or sample, got '" + a.method + "'");
+      options.method = *method;
+    }
 
     std::vector<double> visual, encode, decode, total;
     int64_t steps = 0;

@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
 
     // 1. Encoder-decoder on the device from the reference's features.
     DecodingOptions beam = cmn::model::decoding_options_from(dev_model->config());
-    beam.method = "beam_search";
+    beam.method = cmn::model::DecodingMethod::kBeamSearch;
     beam.beam_size = 3;
     beam.max_length = beam_seq.size(1);
     auto decoded = dev_model->infer_features(att.to(device), beam).decoded;
@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
     check(ids_equal && worst_lp < 1e-3, lp.str());
 
     DecodingOptions greedy;
-    greedy.method = "greedy";
+    greedy.method = cmn::model::DecodingMethod::kGreedy;
     greedy.beam_size = 1;
     greedy.block_trigrams = false;  // the fixture was decoded without trigram blocking
     greedy.max_length = greedy_seq.size(1);

@@ -350,7 +350,7 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
       if (!req.sr_dir.empty() || !req.findings_sr_dir.empty()) {
         const auto& d = options.decoding;  // TID 4019 Algorithm Parameters of the findings SR
         add_sr(req.sr_dir, req.findings_sr_dir, generator.identity(),
-               {"method=" + d.method, "beam_size=" + std::to_string(d.beam_size),
+               {std::string("method=") + cmn::model::method_name(d.method), "beam_size=" + std::to_string(d.beam_size),
                 "max_length=" + std::to_string(d.max_length), "temperature=" + std::to_string(d.temperature),
                 "seed=" + std::to_string(d.seed)},
                j);
@@ -551,7 +551,7 @@ int main(int argc, char** argv) {
   options.decoding = cmn::model::decoding_options_from(config);
   if (beam_size) options.decoding.beam_size = *beam_size;
   if (max_length) options.decoding.max_length = *max_length;
-  if (sample_method) options.decoding.method = *sample_method;
+  if (sample_method) options.decoding.method = *cmn::model::parse_decoding_method(*sample_method);  // IsMember-checked
   if (temperature) options.decoding.temperature = *temperature;
   if (sample_method && *sample_method != "beam_search" && !beam_size) options.decoding.beam_size = 1;
   options.batch_size = batch_size;

@@ -44,8 +44,6 @@ struct Beam {
 }  // namespace
 
 void validate_decoding_options(const DecodingOptions& o) {
-  TORCH_CHECK(o.method == "beam_search" || o.method == "greedy" || o.method == "sample",
-              "decoding method '", o.method, "' is not one of beam_search, greedy, sample");
   TORCH_CHECK(o.beam_size >= 1, "beam_size must be >= 1, got ", o.beam_size);
   TORCH_CHECK(o.max_length >= 1, "max_length must be >= 1, got ", o.max_length);
   TORCH_CHECK(o.temperature > 0.0, "temperature must be > 0, got ", o.temperature);
@@ -146,7 +144,7 @@ DecodeResult beam_search(StepModel& model, const DecodingOptions& o) {
 DecodeResult sample(StepModel& model, const DecodingOptions& o) {
   validate_decoding_options(o);
   const int64_t b = model.studies();
-  const bool greedy = o.method != "sample";
+  const bool greedy = o.method != DecodingMethod::kSample;
   auto long_opts = torch::TensorOptions().dtype(torch::kLong);
   auto generator = at::make_generator<at::CPUGeneratorImpl>(o.seed);
 
@@ -205,7 +203,7 @@ DecodeResult sample(StepModel& model, const DecodingOptions& o) {
 }
 
 DecodeResult decode(StepModel& model, const DecodingOptions& o) {
-  if (o.beam_size > 1 && (o.method == "beam_search" || o.method == "greedy")) return beam_search(model, o);
+  if (o.beam_size > 1 && o.method != DecodingMethod::kSample) return beam_search(model, o);
   return sample(model, o);
 }
 

@@ -101,7 +101,9 @@ void R2GenCMNImpl::reset_inference_cache() {
 
 DecodingOptions decoding_options_from(const ModelConfig& c) {
   DecodingOptions o;
-  o.method = c.sample_method;
+  const auto method = parse_decoding_method(c.sample_method);
+  TORCH_CHECK(method.has_value(), "sample_method '", c.sample_method, "' is not one of beam_search, greedy, sample");
+  o.method = *method;
   o.beam_size = c.beam_size;
   o.max_length = c.max_seq_length;
   o.temperature = c.temperature;

@@ -152,18 +152,19 @@ absl::StatusOr<ViewSelection> select_views(const std::vector<InstanceInfo>& inst
     auto [it, inserted] = first_copy.emplace(info.sop_instance_uid, i);
     if (!inserted) {
       selection.skipped.push_back(
-          {info, absl::StrCat("duplicate SOP Instance UID (same instance as '", instances[it->second].source, "')")});
+          {info, absl::StrCat("duplicate SOP Instance UID (same instance as '", instances[it->second].source, "')"), i});
       continue;
     }
     if (!info.is_image) {
-      selection.skipped.push_back({info, absl::StrCat("not an image (", sop_class_name(info.sop_class_uid), ")")});
+      selection.skipped.push_back({info, absl::StrCat("not an image (", sop_class_name(info.sop_class_uid), ")"), i});
       continue;
     }
     const auto& allowed = options.allowed_modalities;
     if (std::find(allowed.begin(), allowed.end(), info.modality) == allowed.end()) {
       selection.skipped.push_back(
           {info, absl::StrCat("modality ", info.modality.empty() ? "(none)" : info.modality,
-                              " not allowed (allowed: ", absl::StrJoin(allowed, ", "), ")")});
+                              " not allowed (allowed: ", absl::StrJoin(allowed, ", "), ")"),
+           i});
       continue;
     }
     usable.push_back(i);
@@ -203,7 +204,8 @@ absl::StatusOr<ViewSelection> select_views(const std::vector<InstanceInfo>& inst
   for (size_t k = distinct; k < usable.size(); ++k) {
     const InstanceInfo& info = instances[usable[k]];
     selection.skipped.push_back({info, absl::StrCat("surplus ", describe_view(info), ": all ", n,
-                                                    " slots hold images of higher view priority")});
+                                                    " slots hold images of higher view priority"),
+                                 usable[k]});
   }
   // 4. Fill rule: cycle through the chosen images.
   for (size_t k = distinct; k < n; ++k) {
@@ -257,6 +259,7 @@ absl::StatusOr<AssembledStudy> assemble_study(const std::vector<InstanceInput>& 
     study.images.push_back(to_model_input(image->grey8, options.image));
   }
   study.slots = std::move(selection.slots);
+  study.slot_inputs = std::move(selection.slot_inputs);
   return study;
 }
 

@@ -31,6 +31,7 @@ void visit(V& v, ModelOptions& o) {
   v("args", o.args);
   v("annotation", o.annotation);
   v("threads", o.threads);
+  v("device", o.device);
   v("allow_untrained", o.allow_untrained);
 }
 

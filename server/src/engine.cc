@@ -61,8 +61,8 @@ absl::Status gone_status(const Engine::Job& job) {
 // Decoding settings that may share a decode loop. Sampling draws from one generator per loop, so a sampled
 // study would depend on its batch partners: it always runs alone.
 std::string batch_key(const model::DecodingOptions& d) {
-  if (d.method == "sample") return "";
-  return absl::StrCat(d.method, "|", d.beam_size, "|", d.max_length, "|", d.temperature, "|", d.block_trigrams,
+  if (d.method == model::DecodingMethod::kSample) return "";
+  return absl::StrCat(model::method_name(d.method), "|", d.beam_size, "|", d.max_length, "|", d.temperature, "|", d.block_trigrams,
                       "|", d.length_penalty, "|", d.early_stop);
 }
 

@@ -4,7 +4,6 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <unordered_map>
 #include <utility>
@@ -28,9 +27,12 @@ namespace {
 
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-v1::DecodingMethod method_enum(const std::string& method) {
-  if (method == "greedy") return v1::DECODING_METHOD_GREEDY;
-  if (method == "sample") return v1::DECODING_METHOD_SAMPLE;
+v1::DecodingMethod method_enum(model::DecodingMethod method) {
+  switch (method) {
+    case model::DecodingMethod::kGreedy: return v1::DECODING_METHOD_GREEDY;
+    case model::DecodingMethod::kSample: return v1::DECODING_METHOD_SAMPLE;
+    case model::DecodingMethod::kBeamSearch: break;
+  }
   return v1::DECODING_METHOD_BEAM_SEARCH;
 }
 
@@ -80,20 +82,20 @@ void fill_text(const engine::StudyResult& h, const model::Tokenizer& tokenizer, 
 // Which instance fills which view slot and which were skipped, under the caller's names.
 void fill_study(const preprocessing::AssembledStudy& study, const v1::GenerateReportRequest& request,
                 v1::GenerateReportResponse* response) {
-  auto source_name = [&](const std::string& source) {
-    // "instance[i]" -> the caller's name for it, when given.
-    int index = -1;
-    if (std::sscanf(source.c_str(), "instance[%d]", &index) == 1 && index >= 0 && index < request.instances_size() &&
-        !request.instances(index).name().empty()) {
+  auto source_name = [&](size_t input, const std::string& source) {
+    // The caller's name for request.instances(input), when given; else preprocess()'s "instance[i]".
+    const int index = static_cast<int>(input);
+    if (index < request.instances_size() && !request.instances(index).name().empty()) {
       return request.instances(index).name();
     }
     return source;
   };
   response->set_study_instance_uid(study.study_instance_uid);
-  for (const auto& slot_info : study.slots) {
+  for (size_t k = 0; k < study.slots.size(); ++k) {
+    const auto& slot_info = study.slots[k];
     auto* s = response->add_slots();
     s->set_slot(static_cast<int32_t>(slot_info.slot));
-    s->set_source(source_name(slot_info.instance.source));
+    s->set_source(source_name(study.slot_inputs[k], slot_info.instance.source));
     s->set_sop_instance_uid(slot_info.instance.sop_instance_uid);
     s->set_series_instance_uid(slot_info.instance.series_instance_uid);
     s->set_view(preprocessing::view_name(slot_info.instance.view));
@@ -101,7 +103,7 @@ void fill_study(const preprocessing::AssembledStudy& study, const v1::GenerateRe
   }
   for (const auto& skipped : study.skipped) {
     auto* s = response->add_skipped();
-    s->set_source(source_name(skipped.instance.source));
+    s->set_source(source_name(skipped.input, skipped.instance.source));
     s->set_sop_instance_uid(skipped.instance.sop_instance_uid);
     s->set_series_instance_uid(skipped.instance.series_instance_uid);
     s->set_reason(skipped.reason);
@@ -118,9 +120,9 @@ absl::StatusOr<model::DecodingOptions> resolve_decoding(const model::ModelConfig
   d.max_length = std::min<int64_t>(d.max_length, limits.max_length);
   switch (o.method()) {
     case v1::DECODING_METHOD_UNSPECIFIED: break;
-    case v1::DECODING_METHOD_BEAM_SEARCH: d.method = "beam_search"; break;
-    case v1::DECODING_METHOD_GREEDY: d.method = "greedy"; break;
-    case v1::DECODING_METHOD_SAMPLE: d.method = "sample"; break;
+    case v1::DECODING_METHOD_BEAM_SEARCH: d.method = model::DecodingMethod::kBeamSearch; break;
+    case v1::DECODING_METHOD_GREEDY: d.method = model::DecodingMethod::kGreedy; break;
+    case v1::DECODING_METHOD_SAMPLE: d.method = model::DecodingMethod::kSample; break;
     default:
       return absl::InvalidArgumentError(absl::StrCat("decoding.method: unknown value ", o.method()));
   }
@@ -349,15 +351,13 @@ absl::Status ReportServiceImpl::fill_dicom_sr(const preprocessing::AssembledStud
                                               const v1::GenerateReportRequest& request,
                                               v1::GenerateReportResponse* response) const {
   // The evidence is what filled the view slots (a repeated slot is one instance); the sources are the request's
-  // bytes of those instances, found by the position preprocess() named them with.
+  // bytes of those instances (AssembledStudy::slot_inputs: their positions in the request).
   std::vector<std::string> sources;
-  for (const auto& slot : study.slots) {
-    int index = -1;
-    if (std::sscanf(slot.instance.source.c_str(), "instance[%d]", &index) != 1 || index < 0 ||
-        index >= request.instances_size()) {
-      return absl::InternalError(absl::StrCat("DICOM SR: slot ", slot.slot, " names no request instance"));
+  for (size_t input : study.slot_inputs) {
+    if (input >= static_cast<size_t>(request.instances_size())) {
+      return absl::InternalError(absl::StrCat("DICOM SR: view slot input ", input, " is not a request instance"));
     }
-    sources.push_back(request.instances(index).data());
+    sources.push_back(request.instances(static_cast<int>(input)).data());
   }
   pipeline::SrOptions sr = options_.sr;
   sr.model_name = model_->info.name;

@@ -65,8 +65,11 @@ absl::StatusOr<std::unique_ptr<ReportServer>> ReportServer::serve(const ServerCo
 
   const auto& info = s->model_.info;
   s->metrics_.set_model_info(info.name, info.version, info.digest, info.untrained);
-  CMN_ASSIGN_OR_RETURN(std::unique_ptr<engine::Replica> replica, engine::Replica::create(s->model_.model, "cpu"));
-  s->engine_ = std::make_unique<Engine>(std::move(replica), config.engine, &s->metrics_);
+  auto replica = engine::Replica::create(s->model_.model, config.model.device);
+  if (!replica.ok()) {  // e.g. model.device: cuda on a LibTorch without CUDA: a refused start naming both
+    return absl::Status(replica.status().code(), absl::StrCat("model.device: ", replica.status().message()));
+  }
+  s->engine_ = std::make_unique<Engine>(std::move(*replica), config.engine, &s->metrics_);
   ServiceOptions service_options;
   service_options.limits = config.limits;
   service_options.engine = config.engine;

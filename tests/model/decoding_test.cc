@@ -155,7 +155,7 @@ Scores only_study(Scores scores, int64_t study) {
 
 DecodingOptions beam_options(int64_t beam, int64_t max_length) {
   DecodingOptions o;
-  o.method = "beam_search";
+  o.method = DecodingMethod::kBeamSearch;
   o.beam_size = beam;
   o.max_length = max_length;
   return o;
@@ -163,7 +163,7 @@ DecodingOptions beam_options(int64_t beam, int64_t max_length) {
 
 DecodingOptions greedy_options(int64_t max_length) {
   DecodingOptions o;
-  o.method = "greedy";
+  o.method = DecodingMethod::kGreedy;
   o.beam_size = 1;
   o.max_length = max_length;
   return o;
@@ -569,7 +569,7 @@ TEST(GreedyTest, FinishedRowsArePadded) {
 TEST(SamplingTest, SameSeedSameOutputAndSeedMatters) {
   const auto scores = random_scores(31, 8, 0.2);
   DecodingOptions o;
-  o.method = "sample";
+  o.method = DecodingMethod::kSample;
   o.beam_size = 1;
   o.max_length = 20;
   o.seed = 7;
@@ -603,7 +603,7 @@ TEST(SamplingTest, TinyTemperatureEqualsGreedy) {
     ScriptedStepModel mg(3, 8, scores, 1);
     const auto g = sample(mg, greedy_options(20));
     DecodingOptions o;
-    o.method = "sample";
+    o.method = DecodingMethod::kSample;
     o.beam_size = 1;
     o.max_length = 20;
     o.temperature = 1e-4;
@@ -628,7 +628,7 @@ TEST(SamplingTest, FrequenciesFollowTheTemperedDistribution) {
     const int n = 4000;
     for (int seed = 0; seed < n; ++seed) {
       DecodingOptions o;
-      o.method = "sample";
+      o.method = DecodingMethod::kSample;
       o.beam_size = 1;
       o.max_length = 1;
       o.temperature = temperature;
@@ -668,7 +668,7 @@ TEST(BeamSearchTest, TokenLogProbsSumToScore) {
 TEST(DecodingTest, DecodeDispatches) {
   {
     auto o = beam_options(3, 5);
-    o.method = "greedy";  // beam_size 3 + greedy is still beam search in the reference
+    o.method = DecodingMethod::kGreedy;  // beam_size 3 + greedy is still beam search in the reference
     ScriptedStepModel m(1, 5, worked_case(), 3);
     EXPECT_EQ(decode(m, o).best[0].ids, (Ids{3, 4, 0}));
   }
@@ -684,7 +684,7 @@ TEST(DecodingTest, DecodeDispatches) {
   {
     // sample with beam_size 3 samples (one row per study, no select_rows): tiny temperature -> greedy path.
     DecodingOptions o;
-    o.method = "sample";
+    o.method = DecodingMethod::kSample;
     o.beam_size = 3;
     o.max_length = 5;
     o.temperature = 1e-4;
@@ -709,7 +709,6 @@ TEST(DecodingTest, InvalidOptionsNameTheField) {
       {[](DecodingOptions& o) { o.length_penalty = "len_1"; }, "length_penalty"},
       {[](DecodingOptions& o) { o.temperature = 0.0; }, "temperature"},
       {[](DecodingOptions& o) { o.temperature = -1.0; }, "temperature"},
-      {[](DecodingOptions& o) { o.method = "nope"; }, "method"},
       {[](DecodingOptions& o) { o.max_length = 0; }, "max_length"},
   };
   for (const auto& c : cases) {
@@ -729,6 +728,18 @@ TEST(DecodingTest, InvalidOptionsNameTheField) {
   // A beam wider than the vocabulary cannot be filled.
   ScriptedStepModel m(1, 5, worked_case(), 6);
   EXPECT_NE(error_of([&] { beam_search(m, beam_options(6, 5)); }).find("beam_size"), std::string::npos);
+}
+
+TEST(DecodingMethodTest, TheReferenceNamesRoundTripAndOthersAreRefused) {
+  for (auto m : {DecodingMethod::kBeamSearch, DecodingMethod::kGreedy, DecodingMethod::kSample}) {
+    EXPECT_EQ(parse_decoding_method(method_name(m)), m) << method_name(m);
+  }
+  EXPECT_STREQ(method_name(DecodingMethod::kBeamSearch), "beam_search");
+  EXPECT_FALSE(parse_decoding_method("nope").has_value());
+  EXPECT_FALSE(parse_decoding_method("Greedy").has_value());  // R2GenCMN's names are lower case
+  ModelConfig config;
+  config.sample_method = "nope";
+  EXPECT_NE(error_of([&] { decoding_options_from(config); }).find("sample_method 'nope'"), std::string::npos);
 }
 
 }  // namespace

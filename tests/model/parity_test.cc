@@ -78,7 +78,7 @@ TEST_F(ParityTest, BeamSearchIdsMatchReference) {
   auto want = buffer("dev/expected.pt", "beam_seq");                // [2,60]
   auto want_lp = buffer("dev/expected.pt", "beam_seq_logprobs");    // [2,60,761]
   DecodingOptions options = decoding_options_from(model()->config());
-  options.method = "beam_search";
+  options.method = DecodingMethod::kBeamSearch;
   options.beam_size = 3;
   options.max_length = want.size(1);
   auto result = model()->generate(images(), options);
@@ -98,7 +98,7 @@ TEST_F(ParityTest, GreedyIdsMatchReference) {
   c10::InferenceMode guard;
   auto want = buffer("dev/expected.pt", "greedy_seq");              // [2,60]
   DecodingOptions options;
-  options.method = "greedy";
+  options.method = DecodingMethod::kGreedy;
   options.beam_size = 1;
   options.block_trigrams = false;  // the fixture was decoded without trigram blocking
   options.max_length = want.size(1);

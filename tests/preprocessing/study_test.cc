@@ -396,6 +396,17 @@ TEST(StudyAssembly, ShuffledInputGivesTheSameSlotsAndSkips) {
       EXPECT_EQ(study->slots[k].reason, baseline->slots[k].reason);
       EXPECT_EQ(study->images[k].data, baseline->images[k].data) << "trial " << trial << " slot " << k;
     }
+    // Each slot and each skip says where its instance was in this (shuffled) input: callers map back to
+    // their own names and bytes by position, never by parsing `source`.
+    ASSERT_EQ(study->slot_inputs.size(), study->slots.size());
+    for (size_t k = 0; k < study->slots.size(); ++k) {
+      ASSERT_LT(study->slot_inputs[k], inputs.size());
+      EXPECT_EQ(inputs[study->slot_inputs[k]].source, "synthetic/" + study->slots[k].instance.sop_instance_uid + ".dcm");
+    }
+    for (const auto& skip : study->skipped) {
+      ASSERT_LT(skip.input, inputs.size());
+      EXPECT_EQ(inputs[skip.input].source, "synthetic/" + skip.instance.sop_instance_uid + ".dcm");
+    }
   }
 }
 

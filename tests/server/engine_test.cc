@@ -174,7 +174,7 @@ TEST(EngineTest, BatchesOnlyStudiesWithEqualDecodingSettings) {
   model::DecodingOptions b = a;
   b.max_length = 4;
   model::DecodingOptions sampled = a;
-  sampled.method = "sample";
+  sampled.method = model::DecodingMethod::kSample;
   sampled.beam_size = 1;
   const std::vector<model::DecodingOptions> settings = {a, b, a, sampled, b};
   std::vector<absl::StatusOr<JobResult>> results(settings.size(), absl::UnknownError("not run"));

@@ -2,6 +2,7 @@
 #include "cmn/server/serving_model.h"
 
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include "cmn/server/report_service.h"
 #include "server_test_util.h"
@@ -54,6 +55,23 @@ TEST(ServingModelTest, UntrainedBundleIsRefusedWhenNotAllowed) {
   EXPECT_NE(served.status().message().find("model.allow_untrained"), std::string::npos) << served.status();
 }
 
+TEST(ServingModelTest, CudaDeviceWithoutCudaIsARefusedStartNamingTheKeyAndCuda) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: the no-CUDA refusal cannot be seen here";
+  ServerConfig config = test_config(untrained_bundle_dir());
+  config.model.device = "cuda";
+  auto server = ReportServer::serve(config, untrained_model());
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(server.status().message().find("model.device"), std::string::npos) << server.status();
+  EXPECT_NE(server.status().message().find("CUDA"), std::string::npos) << server.status();
+
+  config.model.device = "tpu";
+  auto bad = ReportServer::serve(config, untrained_model());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("'tpu'"), std::string::npos) << bad.status();
+}
+
 TEST(ResolveDecodingTest, DefaultsOverridesAndClamps) {
   model::ModelConfig config;  // beam 3, 60 tokens, beam_search
   LimitsOptions limits;
@@ -74,7 +92,7 @@ TEST(ResolveDecodingTest, DefaultsOverridesAndClamps) {
   o.set_seed(99);
   d = resolve_decoding(config, o, limits, &warnings);
   ASSERT_TRUE(d.ok());
-  EXPECT_EQ(d->method, "sample");
+  EXPECT_EQ(d->method, model::DecodingMethod::kSample);
   EXPECT_EQ(d->beam_size, 1);
   EXPECT_EQ(d->max_length, 20);
   EXPECT_EQ(d->temperature, 0.5);

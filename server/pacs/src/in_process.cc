@@ -50,13 +50,9 @@ class Reporter : public InProcessReporter {
     if (results.size() != 1) return absl::InternalError("the generator returned no result");
     if (!results[0].ok()) return results[0].status();
     std::vector<std::string> sources;
-    for (const auto& slot : study->slots) {
-      int index = -1;
-      if (std::sscanf(slot.instance.source.c_str(), "instance[%d]", &index) != 1 || index < 0 ||
-          static_cast<size_t>(index) >= instances.size()) {
-        return absl::InternalError("a view slot names no instance");
-      }
-      sources.push_back(instances[static_cast<size_t>(index)]);
+    for (size_t input : study->slot_inputs) {
+      if (input >= instances.size()) return absl::InternalError("a view slot names no instance");
+      sources.push_back(instances[input]);
     }
     InProcessReport out;
     out.report = results[0]->report;

@@ -46,12 +46,12 @@ ScstStep scst_step(model::BaseCMNImpl& model, const torch::Tensor& att_feats, co
     model.reset_inference_cache();
     auto memory = model.encode(att_feats.detach());                           // [B,S,d]
     model::DecodingOptions g;
-    g.method = "greedy";
+    g.method = model::DecodingMethod::kGreedy;
     g.beam_size = 1;
     g.max_length = max_length;
     greedy = decode_ids(model, memory, g);
     model::DecodingOptions s;
-    s.method = "sample";
+    s.method = model::DecodingMethod::kSample;
     s.beam_size = 1;
     s.max_length = max_length;
     s.temperature = options.temperature;

@@ -202,6 +202,7 @@ struct ViewSlot {
 struct SkippedInstance {
   InstanceInfo instance;            // as far as it could be read
   std::string reason;               // "not an image (Basic Text SR)", "modality CT not allowed", "surplus lateral", ...
+  size_t input = 0;                 // its index in the caller's list of instances
 };
 
 struct AssembledStudy {
@@ -209,6 +210,7 @@ struct AssembledStudy {
   std::vector<ViewSlot> slots;          // exactly N
   std::vector<SkippedInstance> skipped; // everything not used, with the reason
   std::vector<FloatImage> images;       // N model inputs, slot order
+  std::vector<size_t> slot_inputs;      // slot_inputs[k] = index in the caller's list of the instance in slot k
 };
 
 // Groups by StudyInstanceUID (several studies -> InvalidArgument naming both UIDs), skips non-images and

@@ -33,7 +33,8 @@ struct ModelOptions {
   std::string r2gencmn;     // or: an R2GenCMN checkpoint (.pth) ...
   std::string args;         // ... its argument JSON (R2GenCMN names) ...
   std::string annotation;   // ... and the annotation.json its vocabulary was built from
-  int threads = 0;          // LibTorch intra-op threads; 0 = the number of CPU cores
+  int threads = 0;          // LibTorch intra-op threads; 0 = the process's CPU budget (affinity, cgroup cpu.max)
+  std::string device = "cpu";  // the replica's device: cpu | cuda | cuda:N (a LibTorch without CUDA refuses to start)
   bool allow_untrained = true;  // false: refuse to start on a bundle marked untrained (production)
 };
 
