@@ -1,16 +1,13 @@
+// The Trainer itself: construction (data, vocabulary, model, optimiser), the data loaders and cached trunk
+// features, one training epoch (cross-entropy or SCST), and run(), the epoch loop with model selection.
 #include "cmn/train/trainer.h"
 
-#include <fcntl.h>
 #include <unistd.h>
-
-#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <limits>
@@ -22,14 +19,12 @@
 
 #include "cmn/common/durable_write.h"
 #include "cmn/model/checkpoint.h"
-#include "cmn/pipeline/bundle.h"
 #include "cmn/train/distributed.h"
 #include "cmn/train/loss.h"
 #include "cmn/train/model_setup.h"
+#include "trainer_internal.h"
 
 #ifdef CMN_HAVE_METRICS
-#include "cmn/metrics/chexpert_ce.h"
-#include "cmn/metrics/labels.h"
 #include "cmn/metrics/metrics.h"
 #endif
 
@@ -37,64 +32,8 @@ namespace cmn::train {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// torch archive -> durable_write.h (temporary file, fsync, rename, fsync of the folder): readers see the old
-// file or the new one.
-void save_archive_atomically(torch::serialize::OutputArchive& archive, const std::string& path) {
-  const std::string error = durable::replace_file(path, [&](const std::string& tmp) {
-    archive.save_to(tmp);
-    return std::string();
-  });
-  TORCH_CHECK(error.empty(), error);
-}
-
-torch::Tensor scalar_tensor(double v) { return torch::tensor({v}, torch::kDouble); }
-double read_scalar(torch::serialize::InputArchive& archive, const std::string& key) {
-  torch::Tensor t;
-  archive.read(key, t);
-  return t.item<double>();
-}
-
-std::string reference_text(const model::Tokenizer& tokenizer, const std::vector<int64_t>& ids) {
-  if (ids.size() <= 1) return std::string();
-  return tokenizer.decode(std::vector<int64_t>(ids.begin() + 1, ids.end()));  // decode(reports_ids[:, 1:])
-}
-
-nlohmann::json log_to_json(const EpochLog& log) {
-  nlohmann::json j;
-  j["epoch"] = log.epoch;
-  j["train_loss"] = log.train_loss;
-  j["seconds"] = log.seconds;
-  j["lrs"] = log.lrs;
-  for (const auto& [k, v] : log.values) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-  return j;
-}
-
-EpochLog log_from_json(const nlohmann::json& j) {
-  EpochLog log;
-  log.epoch = j.value("epoch", int64_t{0});
-  log.train_loss = j.value("train_loss", 0.0);
-  log.seconds = j.value("seconds", 0.0);
-  log.lrs = j.value("lrs", std::vector<double>{});
-  for (const auto& [k, v] : j.items()) {
-    if (k == "epoch" || k == "train_loss" || k == "seconds" || k == "lrs") continue;
-    log.values[k] = v.is_number() ? v.get<double>() : kNaN;
-  }
-  return log;
-}
-
-}  // namespace
-
-double EvalResult::metric(const std::string& name) const {
-  if (name == "loss") return loss;
-  for (const auto& [k, v] : scores) {
-    if (k == name) return v;
-  }
-  return kNaN;
-}
+using trainer_detail::kNaN;
+using trainer_detail::reference_text;
 
 Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
   const auto& t = config_.trainer;
@@ -358,241 +297,11 @@ torch::Tensor Trainer::scst_batch(const torch::Tensor& att, const std::vector<in
 #endif
 }
 
-EvalResult Trainer::evaluate(const std::string& split) {
-  EvalResult result;
-  result.split = split;
-  auto& data = loader(split);
-  const bool was_training = model_->is_training();
-  model_->eval();
-  model_->reset_inference_cache();
-  torch::NoGradGuard no_grad;
-  const auto decoding = model::decoding_options_from(model_->config());
-  double loss_sum = 0.0;
-  int64_t loss_batches = 0;
-  if (config_.trainer.cache_visual_features) {
-    const FeatureCache& cache = features(split);
-    const int64_t n = cache.att.size(0);
-    const int64_t bs = config_.trainer.eval_batch_size > 0 ? config_.trainer.eval_batch_size : config_.data.batch_size;
-    for (int64_t b0 = 0; b0 < n; b0 += bs) {
-      const int64_t b1 = std::min(n, b0 + bs);
-      auto att = cache.att.slice(0, b0, b1);  // [B,V*49,d_vf]
-      const std::vector<int64_t> examples(cache.example.begin() + b0, cache.example.begin() + b1);
-      auto [targets, masks] = targets_for(data, examples);
-      loss_sum += language_model_loss(model_->encoder_decoder->forward(att, targets), targets, masks).item<double>();
-      ++loss_batches;
-      auto decoded = model_->infer_features(att, decoding).decoded;  // the one inference pass, trunk cached
-      for (size_t i = 0; i < decoded.best.size(); ++i) {
-        const auto& example = data.examples()[static_cast<size_t>(examples[i])];
-        result.ids.push_back(example.id);
-        result.predictions.push_back(tokenizer_.decode(decoded.best[i].ids));
-        result.references.push_back(reference_text(tokenizer_, example.ids));
-      }
-    }
-  }
-  if (!config_.trainer.cache_visual_features) data.start_epoch(0);
-  while (!config_.trainer.cache_visual_features) {
-    auto batch = data.next();
-    if (!batch) break;
-    for (const auto& m : batch->skipped) LOG(WARNING) << m;
-    auto log_probs = model_->forward(batch->images, batch->targets);
-    loss_sum += language_model_loss(log_probs, batch->targets, batch->masks).item<double>();
-    ++loss_batches;
-    auto decoded = model_->generate(batch->images, decoding);
-    for (size_t i = 0; i < decoded.best.size(); ++i) {
-      const auto& example = data.examples()[static_cast<size_t>(batch->indices[i])];
-      result.ids.push_back(example.id);
-      result.predictions.push_back(tokenizer_.decode(decoded.best[i].ids));
-      result.references.push_back(reference_text(tokenizer_, example.ids));
-    }
-  }
-  result.loss = loss_batches > 0 ? loss_sum / loss_batches : kNaN;
-#ifdef CMN_HAVE_METRICS
-  if (!result.predictions.empty()) {
-    std::vector<metrics::Example> examples;
-    for (size_t i = 0; i < result.predictions.size(); ++i) examples.push_back({result.predictions[i], {result.references[i]}});
-    result.scores = metrics::evaluate(examples).named();
-    // Clinical efficacy on CheXpert's 14 observations, U-zeros as R2GenCMN (issue 12): CE_F1_MACRO, CE_F1_MICRO,
-    // CE_PRECISION_*, CE_RECALL_*, CE_AVG_AUCROC (NaN when a column of the references has one class).
-    const auto ce = metrics::chexpert_ce(result.references, result.predictions, metrics::UncertainPolicy::kZeros);
-    for (const auto& [name, value] : ce.named()) {
-      if (name.rfind("AUCROC_", 0) == 0) continue;  // per-observation AUROCs: cmn-eval --clinical
-      result.scores.emplace_back("CE_" + name, value);
-    }
-    // The phantom benchmark's six findings (issue 8; granuloma and degenerative spine are not CheXpert
-    // observations): CE_phantom_macro_F1, CE_phantom_micro_F1, ..., CE_phantom_<finding>_F1.
-    for (const auto& [name, value] : metrics::clinical_efficacy(result.predictions, result.references).named()) {
-      result.scores.emplace_back("CE_phantom_" + name.substr(3), value);
-    }
-  }
-#else
-  // HOOK(metrics): built without train/metrics (cmn_metrics): no BLEU/METEOR/ROUGE/CIDEr; selection on "loss" only.
-#endif
-  if (was_training) train_mode(*model_);
-  return result;
-}
-
 bool Trainer::writes_files() const { return !data_parallel_ || data_parallel_->rank() == 0; }
 
 bool Trainer::improved(double value) const {
   if (!std::isfinite(value)) return false;
   return config_.trainer.monitor_mode == "max" ? value >= monitor_best_ : value <= monitor_best_;
-}
-
-void Trainer::save_checkpoint(int64_t epoch, bool best) {
-  if (!writes_files()) return;
-  fs::create_directories(config_.trainer.save_dir);
-  model::CheckpointWriteOptions wo;
-  wo.epoch = epoch;
-  wo.monitor_best = monitor_best_;
-  const auto state_dict = model::module_state_dict(*model_);
-  model::write_checkpoint(checkpoint_path(), state_dict, wo);
-  if (best) model::write_checkpoint(best_path(), state_dict, wo);
-
-  torch::serialize::OutputArchive archive;
-  torch::serialize::OutputArchive model_archive, optimizer_archive;
-  model_->save(model_archive);
-  optimizer_->save(optimizer_archive);
-  archive.write("model", model_archive);
-  archive.write("optimizer", optimizer_archive);
-  const auto s = scheduler_->state();
-  archive.write("scheduler_last_epoch", scalar_tensor(static_cast<double>(s.last_epoch)));
-  archive.write("scheduler_num_updates", scalar_tensor(static_cast<double>(s.num_updates)));
-  archive.write("scheduler_lrs", torch::tensor(s.lrs, torch::kDouble));
-  {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    archive.write("torch_rng", gen.get_state());
-  }
-  archive.write("epoch", scalar_tensor(static_cast<double>(epoch)));
-  archive.write("monitor_best", scalar_tensor(monitor_best_));
-  archive.write("not_improved", scalar_tensor(static_cast<double>(not_improved_)));
-  nlohmann::json history = nlohmann::json::array();
-  for (const auto& h : history_) history.push_back(log_to_json(h));
-  archive.write("history", c10::IValue(history.dump()));
-  save_archive_atomically(archive, state_path());
-}
-
-void Trainer::resume(const std::string& path_in) {
-  std::string path = path_in;
-  if (fs::is_directory(path)) path += "/current_checkpoint.state";
-  if (path.size() > 4 && path.compare(path.size() - 4, 4, ".pth") == 0) path = path.substr(0, path.size() - 4) + ".state";
-  TORCH_CHECK(fs::exists(path), "cannot resume: '", path, "' does not exist");
-  torch::serialize::InputArchive archive;
-  archive.load_from(path);
-  torch::serialize::InputArchive model_archive, optimizer_archive;
-  archive.read("model", model_archive);
-  archive.read("optimizer", optimizer_archive);
-  model_->load(model_archive);
-  optimizer_->load(optimizer_archive);
-  LrScheduler::State s;
-  s.last_epoch = static_cast<int64_t>(read_scalar(archive, "scheduler_last_epoch"));
-  s.num_updates = static_cast<int64_t>(read_scalar(archive, "scheduler_num_updates"));
-  torch::Tensor lrs;
-  archive.read("scheduler_lrs", lrs);
-  for (int64_t i = 0; i < lrs.numel(); ++i) s.lrs.push_back(lrs[i].item<double>());
-  scheduler_->load_state(s);
-  torch::Tensor rng;
-  archive.read("torch_rng", rng);
-  {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng);
-  }
-  const auto epoch = static_cast<int64_t>(read_scalar(archive, "epoch"));
-  start_epoch_ = epoch + 1;
-  monitor_best_ = read_scalar(archive, "monitor_best");
-  not_improved_ = static_cast<int64_t>(read_scalar(archive, "not_improved"));
-  c10::IValue history;
-  archive.read("history", history);
-  history_.clear();
-  for (const auto& j : nlohmann::json::parse(history.toStringRef())) history_.push_back(log_from_json(j));
-  set_dropout(*model_, config_.dropout);
-  model_->reset_inference_cache();
-  LOG(INFO) << "resumed from " << path << " (epoch " << epoch << "), continuing at epoch " << start_epoch_;
-}
-
-void Trainer::write_epoch_log(const EpochLog& log) {
-  if (!writes_files()) return;
-  fs::create_directories(config_.trainer.save_dir);
-  {
-    std::ofstream out(config_.trainer.save_dir + "/metrics.jsonl", std::ios::app);
-    out << log_to_json(log).dump() << "\n";
-  }
-  const std::string csv = config_.trainer.save_dir + "/metrics.csv";
-  const bool fresh = !fs::exists(csv);
-  std::ofstream out(csv, std::ios::app);
-  if (fresh) {
-    out << "epoch,train_loss,seconds";
-    for (size_t i = 0; i < log.lrs.size(); ++i) out << ",lr_" << i;
-    for (const auto& [k, v] : log.values) out << "," << k;
-    out << "\n";
-  }
-  out << std::setprecision(10) << log.epoch << "," << log.train_loss << "," << log.seconds;
-  for (double lr : log.lrs) out << "," << lr;
-  for (const auto& [k, v] : log.values) out << "," << v;
-  out << "\n";
-}
-
-void Trainer::write_plot() {
-  if (!writes_files()) return;
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-    static bool warned = false;  // once per process, not once per epoch
-    if (!warned) LOG(WARNING) << "gnuplot is not installed: no loss.png (apt-get install gnuplot-nox)";
-    warned = true;
-    return;
-  }
-  const std::string dir = config_.trainer.save_dir;
-  {
-    std::ofstream data(dir + "/plot.dat");
-    for (const auto& h : history_) {
-      auto get = [&](const std::string& k) {
-        auto it = h.values.find(k);
-        return it == h.values.end() || !std::isfinite(it->second) ? std::string("NaN") : std::to_string(it->second);
-      };
-      data << h.epoch << " " << h.train_loss << " " << get("val_BLEU_4") << " " << get("val_CIDEr") << "\n";
-    }
-  }
-  // Drawn to a temporary file that durable_write.h renames: a reader never sees a half-written PNG.
-  const std::string error = durable::replace_file(dir + "/loss.png", [&](const std::string& tmp) -> std::string {
-    {
-      std::ofstream gp(dir + "/plot.gp");
-      gp << "set terminal pngcairo size 900,500\nset output '" << tmp << "'\n"
-         << "set xlabel 'epoch'\nset ylabel 'train loss'\nset y2label 'val score'\nset y2tics\nset key outside\n"
-         << "plot '" << dir << "/plot.dat' using 1:2 with linespoints title 'train loss', "
-         << "'' using 1:3 axes x1y2 with linespoints title 'val BLEU-4', "
-         << "'' using 1:4 axes x1y2 with linespoints title 'val CIDEr'\n";
-    }
-    const std::string cmd = "gnuplot '" + dir + "/plot.gp' >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) != 0) return "gnuplot failed";
-    return "";
-  });
-  if (!error.empty()) LOG(WARNING) << "no loss.png: " << error;
-}
-
-void Trainer::write_bundle_dir() {
-  if (!writes_files()) return;
-  const auto& t = config_.trainer;
-  if (t.bundle_dir == "none") return;
-  const std::string dir = t.bundle_dir.empty() ? t.save_dir + "/bundle" : t.bundle_dir;
-  if (fs::exists(best_path())) {
-    auto ckpt = model::read_checkpoint(best_path());
-    model::load_state_dict(*model_, ckpt.state_dict);
-    model_->reset_inference_cache();
-  }
-  pipeline::BundleInfo meta;
-  meta.name = t.bundle_name;
-  meta.version = "epoch-" + std::to_string(history_.empty() ? 0 : history_.back().epoch);
-  meta.untrained = false;
-  meta.intended_use = "Research use only: trained with cmn-train from " + config_.data.annotation +
-                      "; not a medical device.";
-  meta.config = model_->config();
-  meta.image = config_.data.transform.image;
-  pipeline::WriteBundleOptions wo;
-  wo.overwrite = true;
-  model_->eval();
-  auto status = pipeline::write_bundle(dir, meta, model_, tokenizer_, wo);
-  TORCH_CHECK(status.ok(), "cannot write the bundle: ", status.ToString());
-  LOG(INFO) << "bundle written to " << dir;
 }
 
 void Trainer::run() {
@@ -676,45 +385,6 @@ void Trainer::run() {
   }
   write_best_summary();
   write_bundle_dir();
-}
-
-void Trainer::write_best_summary() {
-  if (!writes_files()) return;
-  // The selected epoch, replayed from the history with the selection rule of run(): its val scores and the test
-  // scores of THAT epoch (R2GenCMN's best_recorder), not the best test score of any epoch.
-  const auto& t = config_.trainer;
-  const EpochLog* best = nullptr;
-  double best_value = t.monitor_mode == "max" ? -std::numeric_limits<double>::infinity()
-                                              : std::numeric_limits<double>::infinity();
-  for (const auto& h : history_) {
-    if (t.run_type == "train_val") {
-      best = &h;  // no held-out split: the last epoch
-      continue;
-    }
-    auto it = h.values.find("val_" + t.monitor_metric);
-    if (it == h.values.end() || !std::isfinite(it->second)) continue;
-    if (t.monitor_mode == "max" ? it->second >= best_value : it->second <= best_value) {
-      best_value = it->second;
-      best = &h;
-    }
-  }
-  if (best == nullptr) {
-    LOG(WARNING) << "no epoch has a finite val_" << t.monitor_metric << ": no best.json";
-    return;
-  }
-  nlohmann::json j;
-  j["epoch"] = best->epoch;
-  j["monitor"] = t.run_type == "train_val" ? "last epoch (train_val)" : "val_" + t.monitor_metric;
-  j["train_loss"] = best->train_loss;
-  for (const auto& [k, v] : best->values) j[k] = v;
-  const std::string error = durable::write_file(t.save_dir + "/best.json", j.dump(2) + "\n");
-  TORCH_CHECK(error.empty(), error);
-  std::ostringstream line;
-  line << "best epoch " << best->epoch << " (" << j["monitor"].get<std::string>() << ")";
-  for (const auto& [k, v] : best->values) {
-    if (k.rfind("test_", 0) == 0) line << ", " << k << " " << v;
-  }
-  LOG(INFO) << line.str();
 }
 
 }  // namespace cmn::train
