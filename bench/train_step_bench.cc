@@ -29,7 +29,7 @@
 #include <torch/torch.h>
 
 #include "cmn/model/encoder_decoder.h"
-#include "cmn/train/loss.h"
+#include "cmn/model/loss.h"
 
 namespace {
 
@@ -132,7 +132,7 @@ int run_child(const Args& a) {
     const double cpu0 = cpu_seconds_now();
     const auto t0 = std::chrono::steady_clock::now();
     optimizer.zero_grad();
-    auto loss = cmn::train::language_model_loss(model->forward(att_feats, targets), targets, masks);
+    auto loss = cmn::model::language_model_loss(model->forward(att_feats, targets), targets, masks);
     loss.backward();
     optimizer.step();
     losses.push_back(loss.item<double>());

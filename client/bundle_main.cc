@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cmn/common/main_init.h"
 #include "cmn/common/cli.h"
 
 #include "absl/status/status.h"
@@ -50,6 +51,7 @@ std::string default_vocab_file() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cmn::init_logging(argv[0]);  // LibTorch logs through glog
   CLI::App app{"cmn-bundle: create, import and verify cmn model bundles", "cmn-bundle"};
   app.require_subcommand(1);
 

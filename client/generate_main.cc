@@ -33,6 +33,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cmn/common/main_init.h"
 #include "cmn/common/file_util.h"
 #include "cmn/metrics/chexpert_ce.h"
 #include "cmn/metrics/metrics.h"
@@ -392,6 +393,7 @@ int run_archive(ReportGenerator& generator, const cmn::pipeline::GeneratorOption
 }  // namespace
 
 int main(int argc, char** argv) {
+  cmn::init_logging(argv[0]);  // LibTorch logs through glog
   CLI::App app{"cmn-generate: write draft chest X-ray reports for studies given as image or DICOM files (in process)"};
   std::string checkpoint, args_json, annotation, bundle_dir, output, manifest, split, image_root, shard_text;
   std::string attention_dir, summary_path, sr_dir, findings_sr_dir, fhir_dir, progress = "auto";

@@ -63,6 +63,8 @@ TEST(TrainConfigTest, BadValuesAreErrorsNamingTheKey) {
   EXPECT_NE(error_of("", {"optim.betas=[0.9]"}).find("optim.betas"), std::string::npos);
   EXPECT_NE(error_of("", {"model.views=7"}).find("views"), std::string::npos);
   EXPECT_NE(error_of("data: 3\n").find("data"), std::string::npos);
+  EXPECT_NE(error_of("", {"trainer.device=tpu"}).find("trainer.device 'tpu'"), std::string::npos);
+  EXPECT_NE(error_of("", {"trainer.device=cuda:x"}).find("trainer.device"), std::string::npos);
 }
 
 TEST(TrainConfigTest, ShippedRecipesCarryThePublishedValues) {

@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include "cmn/model/checkpoint.h"
@@ -195,6 +196,21 @@ TEST_F(TrainRunTest, KillNineLosesAtMostTheCurrentEpoch) {
 
 // The evaluation path (eval transform, cache reset, beam search options from the recipe, decoding) on the
 // parity model: cmn-train's test run writes the reports the reference's beam search wrote (dev/expected.json).
+TEST_F(TrainRunTest, CudaDeviceWithoutCudaIsAnErrorNamingTheKeyAndCuda) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: the no-CUDA refusal cannot be seen here";
+  auto o = overrides(1);
+  o.push_back("trainer.device=cuda");
+  const auto config = parse_train_config("", "test", o);
+  std::string error;
+  try {
+    Trainer trainer(config);
+  } catch (const c10::Error& e) {
+    error = e.msg();
+  }
+  EXPECT_NE(error.find("trainer.device 'cuda'"), std::string::npos) << error;
+  EXPECT_NE(error.find("CUDA is not available"), std::string::npos) << error;
+}
+
 TEST(TrainEvalParityTest, TestRunOnDevStudiesWritesTheReferenceBeamReports) {
   const std::string shared = CMN_SHARED_DIR;
   std::ifstream in(shared + "/parity/dev/expected.json");

@@ -7,10 +7,12 @@
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include "cmn/common/main_init.h"
 #include "cmn/train/config.h"
 #include "cmn/train/trainer.h"
 
 int main(int argc, char** argv) {
+  cmn::init_logging(argv[0]);  // the trainer LOGs; without this glog warns before the first line
   CLI::App app{"cmn-train: train or evaluate R2GenCMN (YAML recipe + dotted overrides)"};
   std::string config_path;
   std::vector<std::string> overrides;

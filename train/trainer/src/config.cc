@@ -66,6 +66,7 @@ void visit(V& v, TrainerConfig& t) {
   v("freeze_visual_extractor", t.freeze_visual_extractor);
   v("cache_visual_features", t.cache_visual_features);
   v("threads", t.threads);
+  v("device", t.device);
   v("eval_splits", t.eval_splits);
   v("eval_batch_size", t.eval_batch_size);
   v("max_steps_per_epoch", t.max_steps_per_epoch);
@@ -161,6 +162,10 @@ void validate(const TrainConfig& c) {
   TORCH_CHECK(c.trainer.epochs >= 0 && c.trainer.save_period >= 1 && c.trainer.early_stop >= 0, s,
               ": trainer.epochs, save_period, early_stop must be >= 0 (save_period >= 1)");
   TORCH_CHECK(c.trainer.threads >= 0, s, ": trainer.threads must be >= 0");
+  const std::string& d = c.trainer.device;
+  const bool cuda_n = d.rfind("cuda:", 0) == 0 && d.size() > 5 &&
+                      d.find_first_not_of("0123456789", 5) == std::string::npos;
+  TORCH_CHECK(d == "cpu" || d == "cuda" || cuda_n, s, ": trainer.device '", d, "' is not one of cpu, cuda, cuda:N");
 }
 
 }  // namespace

@@ -90,7 +90,8 @@ ScstStep scst_step(model::BaseCMNImpl& model, const torch::Tensor& att_feats, co
     advantage[r] = out.rewards[static_cast<size_t>(r)] - b;
   }
   auto att_rep = att_feats.repeat_interleave(n, 0);                      // [B*n,S,d_vf]
-  out.loss = scst_loss(model.forward(att_rep, seq), seq, mask, advantage);
+  const auto device = att_feats.device();  // the rows above were filled on the CPU
+  out.loss = scst_loss(model.forward(att_rep, seq.to(device)), seq.to(device), mask.to(device), advantage.to(device));
   out.mean_reward = std::accumulate(out.rewards.begin(), out.rewards.end(), 0.0) / static_cast<double>(rows);
   out.mean_baseline = std::accumulate(base.begin(), base.end(), 0.0) / static_cast<double>(studies);
   return out;

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 
 #include "cmn/common/durable_write.h"
 #include "cmn/model/checkpoint.h"
@@ -65,6 +66,12 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
   if (!t.pretrained_trunk.empty()) load_torchvision_resnet101(*model_, t.pretrained_trunk);
   set_dropout(*model_, config_.dropout);
   if (t.freeze_visual_extractor) freeze_visual_extractor(*model_);
+  device_ = torch::Device(t.device);  // validated by the config reader
+  TORCH_CHECK(!device_.is_cuda() || torch::cuda::is_available(), config_.source, ": trainer.device '", t.device,
+              "' asked for, but CUDA is not available (this LibTorch was built without CUDA, or no GPU is visible)");
+  TORCH_CHECK(!device_.is_cuda() || device_.index() < static_cast<int>(torch::cuda::device_count()), config_.source,
+              ": trainer.device '", t.device, "': only ", torch::cuda::device_count(), " CUDA device(s)");
+  model_->to(device_);  // before the optimiser is built: its state is made beside each parameter
   if (t.cache_visual_features) {
     for (const auto& p : model_->visual_extractor->parameters()) {
       TORCH_CHECK(!p.requires_grad(), config_.source, ": trainer.cache_visual_features needs a frozen trunk: set "
@@ -78,6 +85,8 @@ Trainer::Trainer(TrainConfig config) : config_(std::move(config)) {
   if (const auto d = distributed_from_env(); d.world_size > 1) {
     TORCH_CHECK(t.cache_visual_features, "WORLD_SIZE ", d.world_size,
                 " (data-parallel training) needs trainer.cache_visual_features: true; the image loader is not sharded");
+    TORCH_CHECK(!device_.is_cuda(), "WORLD_SIZE ", d.world_size, " (data-parallel training) runs on Gloo, CPU only: "
+                "set trainer.device: cpu");
     data_parallel_ = std::make_unique<DataParallel>(d);
     data_parallel_->broadcast_parameters(*model_);
     model_->reset_inference_cache();
@@ -149,7 +158,7 @@ const Trainer::FeatureCache& Trainer::features(const std::string& split) {
   data.start_epoch(0);
   while (auto batch = data.next()) {
     for (const auto& m : batch->skipped) LOG(WARNING) << m;
-    chunks.push_back(model_->extract(batch->images).att);  // [B,V*49,d_vf]
+    chunks.push_back(model_->extract(batch->images.to(device_)).att);  // [B,V*49,d_vf] on device_
     cache.example.insert(cache.example.end(), batch->indices.begin(), batch->indices.end());
   }
   TORCH_CHECK(!chunks.empty(), "no readable study in the ", split, " split: nothing to cache");
@@ -176,7 +185,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::targets_for(const DataLoader& d
       m[i][static_cast<int64_t>(k)] = 1.0f;
     }
   }
-  return {targets, masks};
+  return {targets.to(device_), masks.to(device_)};
 }
 
 double Trainer::train_epoch(int64_t epoch) {
@@ -221,20 +230,21 @@ double Trainer::train_epoch(int64_t epoch) {
       const auto last = order.begin() + std::min<int64_t>(static_cast<int64_t>(order.size()), (step + 1) * batch_size);
       const std::vector<int64_t> rows(first, last);
       for (int64_t r : rows) examples.push_back(cache->example[static_cast<size_t>(r)]);
-      att = cache->att.index_select(0, torch::tensor(rows, torch::kLong));  // [B,V*49,d_vf]
-      std::tie(targets, masks) = targets_for(data, examples);
+      att = cache->att.index_select(0, torch::tensor(rows, torch::kLong).to(device_));  // [B,V*49,d_vf]
+      std::tie(targets, masks) = targets_for(data, examples);  // on device_
       if (!scst) log_probs = model_->encoder_decoder->forward(att, targets);  // [B,L-1,V+1]
     } else {
       auto batch = data.next();
       if (!batch) break;
       for (const auto& m : batch->skipped) LOG(WARNING) << m;
-      targets = batch->targets;
-      masks = batch->masks;
+      targets = batch->targets.to(device_);
+      masks = batch->masks.to(device_);
+      const auto images = batch->images.to(device_);  // [B,V,3,H,W]
       if (scst) {
-        att = model_->extract(batch->images).att;  // [B,V*49,d_vf], with the trunk's gradient when it trains
+        att = model_->extract(images).att;  // [B,V*49,d_vf], with the trunk's gradient when it trains
         examples = batch->indices;
       } else {
-        log_probs = model_->forward(batch->images, batch->targets);  // [B,L-1,V+1]
+        log_probs = model_->forward(images, targets);  // [B,L-1,V+1]
       }
     }
     auto loss = scst ? scst_batch(att, examples, epoch, step)

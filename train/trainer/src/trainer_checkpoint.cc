@@ -83,7 +83,7 @@ void Trainer::resume(const std::string& path_in) {
   if (path.size() > 4 && path.compare(path.size() - 4, 4, ".pth") == 0) path = path.substr(0, path.size() - 4) + ".state";
   TORCH_CHECK(fs::exists(path), "cannot resume: '", path, "' does not exist");
   torch::serialize::InputArchive archive;
-  archive.load_from(path);
+  archive.load_from(path, device_);  // the optimiser's state beside its parameters
   torch::serialize::InputArchive model_archive, optimizer_archive;
   archive.read("model", model_archive);
   archive.read("optimizer", optimizer_archive);

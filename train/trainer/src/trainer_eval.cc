@@ -74,10 +74,12 @@ EvalResult Trainer::evaluate(const std::string& split) {
     auto batch = data.next();
     if (!batch) break;
     for (const auto& m : batch->skipped) LOG(WARNING) << m;
-    auto log_probs = model_->forward(batch->images, batch->targets);
-    loss_sum += language_model_loss(log_probs, batch->targets, batch->masks).item<double>();
+    const auto images = batch->images.to(device_);    // [B,V,3,H,W]
+    const auto targets = batch->targets.to(device_);  // [B,L]
+    auto log_probs = model_->forward(images, targets);
+    loss_sum += language_model_loss(log_probs, targets, batch->masks.to(device_)).item<double>();
     ++loss_batches;
-    auto decoded = model_->generate(batch->images, decoding);
+    auto decoded = model_->generate(images, decoding);
     for (size_t i = 0; i < decoded.best.size(); ++i) {
       const auto& example = data.examples()[static_cast<size_t>(batch->indices[i])];
       result.ids.push_back(example.id);

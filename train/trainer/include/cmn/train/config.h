@@ -47,6 +47,9 @@ struct TrainerConfig {
   // freeze_visual_extractor: true. Memory: studies x V x 49 x d_vf floats (ResNet-101: 1.6 MB per 4-view study).
   bool cache_visual_features = false;
   int threads = 0;                     // torch intra-op threads; 0 = hardware concurrency
+  // cpu | cuda | cuda:N: where the model, its optimiser state and every batch live. A LibTorch without CUDA
+  // refuses cuda at start, naming it; data parallelism (WORLD_SIZE > 1, Gloo) is CPU only.
+  std::string device = "cpu";
   std::vector<std::string> eval_splits = {"val", "test"};  // beam-searched every epoch
   int64_t eval_batch_size = 0;         // 0 = data.batch_size
   int64_t max_steps_per_epoch = 0;     // 0 = the whole split (smoke tests: a few steps)

@@ -114,6 +114,7 @@ class Trainer {
   pipeline::Annotation annotation_;
   model::Tokenizer tokenizer_;
   model::R2GenCMN model_{nullptr};
+  torch::Device device_{torch::kCPU};  // trainer.device: the model, optimiser state and batches
   std::unique_ptr<torch::optim::Adam> optimizer_;
   std::unique_ptr<LrScheduler> scheduler_;
   std::map<std::string, std::unique_ptr<DataLoader>> loaders_;

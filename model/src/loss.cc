@@ -1,8 +1,8 @@
-#include "cmn/train/loss.h"
+#include "cmn/model/loss.h"
 
 #include <algorithm>
 
-namespace cmn::train {
+namespace cmn::model {
 
 torch::Tensor language_model_loss(const torch::Tensor& log_probs, const torch::Tensor& targets,
                                   const torch::Tensor& masks, const LossOptions& options) {
@@ -26,4 +26,4 @@ torch::Tensor language_model_loss(const torch::Tensor& log_probs, const torch::T
   return (nll * mask).sum() / mask.sum();
 }
 
-}  // namespace cmn::train
+}  // namespace cmn::model

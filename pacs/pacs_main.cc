@@ -5,8 +5,6 @@
 //   cmn-pacs ... --bundle bundles/iu_xray --threads 4      (the model in process, no cmn-server)
 //   cmn-pacs ... --fhir-url http://127.0.0.1:8080/fhir      (also POST a FHIR R4 DiagnosticReport per study)
 // Exit codes: 0 stopped by SIGTERM/SIGINT; 1 bad state file or settings; 2 bad command line.
-#include <pthread.h>
-#include <signal.h>
 
 #include <atomic>
 #include <iostream>
@@ -16,16 +14,12 @@
 #include <CLI/CLI.hpp>
 #include <glog/logging.h>
 
+#include "cmn/common/main_init.h"
 #include "cmn/pacs/pacs_loop.h"
 
 int main(int argc, char** argv) {
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  FLAGS_logtostderr = true;
-  google::InitGoogleLogging(argv[0]);
+  const cmn::StopSignals stop_signals;  // before any thread: only stop_signals.wait() sees SIGTERM/SIGINT
+  cmn::init_logging(argv[0]);
 
   cmn::pacs::PacsOptions o;
   CLI::App app{"cmn-pacs: a draft report SR for every new stable study of an Orthanc server"};
@@ -78,8 +72,7 @@ int main(int argc, char** argv) {
   }
   std::atomic<bool> stop{false};
   std::thread waiter([&] {
-    int signal = 0;
-    sigwait(&stop_signals, &signal);
+    stop_signals.wait();
     stop.store(true);
   });
   std::cout << "cmn-pacs watching " << o.orthanc_url << std::endl;
