@@ -4,7 +4,7 @@
 #include <system_error>
 
 #include "cmn/common/file_util.h"
-#include "cmn/pipeline/batch.h"
+#include "cmn/batch/batch.h"
 #include "cmn/pipeline/fhir_report.h"
 
 namespace cmn::client {
@@ -23,7 +23,7 @@ void add_fhir(const std::string& fhir_dir, const pipeline::ModelIdentity& id, nl
   std::error_code ec;
   std::filesystem::create_directories(fhir_dir, ec);
   const std::string path =
-      (std::filesystem::path(fhir_dir) / (pipeline::safe_file_name(line["id"].get<std::string>()) + ".json")).string();
+      (std::filesystem::path(fhir_dir) / (batch::safe_file_name(line["id"].get<std::string>()) + ".json")).string();
   if (!write_file_atomically(path, *report + "\n").ok()) {
     line["fhir_error"] = "cannot write '" + path + "'";
     return;

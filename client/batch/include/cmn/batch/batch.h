@@ -1,5 +1,5 @@
 #pragma once
-// Batch offline generation (cmn-generate over archives): which studies there are, which of them this shard
+// Batch offline generation (cmn-generate over archives; cmn_batch, client/batch/, which only cmn-generate links): which studies there are, which of them this shard
 // takes, which are already in the output, and the run itself (read-ahead thread, batched decoding, one
 // JSON line appended and flushed per study, progress, summary). Also the merge of shard outputs.
 //
@@ -22,7 +22,12 @@
 #include "cmn/pipeline/report_generator.h"
 #include "cmn/preprocessing/dicom.h"
 
-namespace cmn::pipeline {
+namespace cmn::batch {
+
+using pipeline::AnnotationExample;
+using pipeline::GeneratorOptions;
+using pipeline::ReportGenerator;
+
 
 // ---- studies --------------------------------------------------------------------------------------------
 
@@ -150,4 +155,4 @@ struct MergeResult {
 absl::StatusOr<MergeResult> merge_outputs(const std::vector<std::string>& inputs, const std::string& output,
                                           bool force = false);
 
-}  // namespace cmn::pipeline
+}  // namespace cmn::batch
