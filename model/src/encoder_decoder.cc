@@ -85,6 +85,21 @@ torch::Tensor BaseCMNImpl::embed_tokens(const torch::Tensor& ids, int64_t offset
   return x + cmn(x, memory_keys_values());                     // + memory response, per token
 }
 
+torch::Tensor BaseCMNImpl::cross_attention(const torch::Tensor& memory, const torch::Tensor& input) {
+  TORCH_CHECK(!is_training(), "cross_attention: eval mode only");
+  auto key_ok = input > 0;                                     // [B,T] padding after a study's end is not a key
+  key_ok.select(1, 0).fill_(true);                             // bos = 0
+  auto tgt_mask = key_ok.unsqueeze(-2) & subsequent_mask(input.size(1), input.device());  // [B,T,T]
+  auto x = embed_tokens(input, 0);                             // [B,T,d]
+  std::vector<torch::Tensor> maps;
+  for (size_t i = 0; i < model->decoder->layers->size(); ++i) {
+    auto& layer = model->decoder_layer(i);
+    x = layer.forward(x, memory, /*src_mask=*/{}, tgt_mask);
+    maps.push_back(layer.src_attn->last_attention.mean(1));   // [B,h,T,S] -> [B,T,S]
+  }
+  return torch::stack(maps);                                   // [layers,B,T,S]
+}
+
 torch::Tensor BaseCMNImpl::forward(const torch::Tensor& att_feats, const torch::Tensor& seq) {
   auto memory = encode(att_feats);                             // [B,S,d]
   auto input = seq.narrow(1, 0, seq.size(1) - 1);              // [B,T]   T = L-1

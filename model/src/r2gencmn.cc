@@ -69,28 +69,24 @@ DecodeResult R2GenCMNImpl::generate(const torch::Tensor& images, const DecodingO
 
 std::vector<torch::Tensor> decoder_cross_attention(BaseCMNImpl& model, const torch::Tensor& memory,
                                                    const std::vector<std::vector<int64_t>>& ids) {
-  const int64_t b = static_cast<int64_t>(ids.size());
+  const auto b = static_cast<int64_t>(ids.size());
   size_t longest = 0;
   for (const auto& s : ids) longest = std::max(longest, s.size());
-  CmnStepModel stepper(model, memory, /*keep_attention=*/true);
-  std::vector<std::vector<torch::Tensor>> steps(ids.size());                  // [study][t] -> [layers,S]
-  const auto on = torch::TensorOptions().dtype(torch::kLong).device(memory.device());
-  auto tokens = torch::zeros({b}, on);                                        // bos = 0
-  for (size_t t = 0; t < longest; ++t) {
-    stepper.step(tokens);
-    const auto& kept = stepper.cache().cross_attention;                       // per layer [B,h,S]
-    auto per_layer = torch::stack(kept).mean(2);                              // [layers,B,S]
-    std::vector<int64_t> next(static_cast<size_t>(b), 0);
-    for (int64_t s = 0; s < b; ++s) {
-      const auto& seq = ids[static_cast<size_t>(s)];
-      if (t >= seq.size()) continue;  // this study ended: its row keeps running on pads, unused
-      steps[static_cast<size_t>(s)].push_back(per_layer.select(1, s));       // [layers,S]
-      next[static_cast<size_t>(s)] = seq[t];
-    }
-    tokens = torch::tensor(next, torch::kLong).to(memory.device());           // [B]
+  std::vector<torch::Tensor> out(ids.size());  // undefined where T_s = 0
+  if (longest == 0) return out;
+  // What the decoder read at each step: bos, then the token chosen at the step before. The decoder is causal,
+  // so one pass over these inputs gives every step's attention at once (not one decoder call per token).
+  auto input = torch::zeros({b, static_cast<int64_t>(longest)}, torch::kLong);  // [B,T], 0 = padding
+  auto in = input.accessor<int64_t, 2>();
+  for (int64_t s = 0; s < b; ++s) {
+    const auto& seq = ids[static_cast<size_t>(s)];
+    for (size_t t = 1; t < seq.size(); ++t) in[s][static_cast<int64_t>(t)] = seq[t - 1];
   }
-  std::vector<torch::Tensor> out;
-  for (auto& s : steps) out.push_back(s.empty() ? torch::Tensor() : torch::stack(s, 1));  // [layers,T,S]
+  const auto maps = model.cross_attention(memory, input.to(memory.device()));  // [layers,B,T,S]
+  for (int64_t s = 0; s < b; ++s) {
+    const auto len = static_cast<int64_t>(ids[static_cast<size_t>(s)].size());
+    if (len > 0) out[static_cast<size_t>(s)] = maps.select(1, s).narrow(1, 0, len);  // [layers,T_s,S]
+  }
   return out;
 }
 

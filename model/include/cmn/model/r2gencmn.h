@@ -59,10 +59,10 @@ class R2GenCMNImpl : public torch::nn::Module {
 };
 TORCH_MODULE(R2GenCMN);
 
-// The decoder's cross-attention (src_attn) for given token sequences: replays the incremental decoder once over
-// each study's ids (one row per study, no final eos) with the attention kept, over `memory` [B,S,d] -> per study
-// [layers, T_s, S] (heads averaged; undefined when T_s = 0). These are the decoding pass's own numbers for that
-// hypothesis (same memory, same prefixes, same incremental decoder).
+// The decoder's cross-attention (src_attn) for given token sequences (one per study, no final eos) over `memory`
+// [B,S,d] -> per study [layers, T_s, S] (heads averaged; undefined when T_s = 0). One causal teacher-forced pass
+// over each hypothesis's own prefixes: the decoding pass's numbers for it (same memory, same prefixes; equal to
+// the incremental decoder's to float rounding, tests/model/attention_replay_test.cc).
 std::vector<torch::Tensor> decoder_cross_attention(BaseCMNImpl& model, const torch::Tensor& memory,
                                                    const std::vector<std::vector<int64_t>>& token_ids);
 
