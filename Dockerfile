@@ -13,7 +13,7 @@ COPY . .
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMN_BUILD_TESTS=OFF \
  && cmake --build build -j"$(nproc)" \
  && mkdir -p /out/bin \
- && cp build/server/cmn-server build/server/cmn-pacs build/client/cmn-* build/bench/cmn-bench \
+ && cp build/server/cmn-server build/pacs/cmn-pacs build/client/cmn-* build/bench/cmn-bench \
        build/train/metrics/cmn-eval build/train/metrics/cmn-label build/train/metrics/cmn-label-agreement \
        build/train/trainer/cmn-train build/phantom/cmn-phantom /out/bin/ \
  && strip /out/bin/*

@@ -1,11 +1,6 @@
 // post_fhir_report (fhir_report.h): FHIR create of a DiagnosticReport over HTTP with cpp-httplib.
 #include <httplib.h>
 
-#include <algorithm>
-#include <chrono>
-#include <functional>
-#include <thread>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -13,7 +8,6 @@
 #include "cmn/pipeline/fhir_report.h"
 
 namespace cmn::pipeline {
-
 
 absl::Status post_fhir_report(const std::string& report_json, const FhirTarget& target, const RetryPolicy& retry) {
   std::string origin, path;
@@ -35,34 +29,19 @@ absl::Status post_fhir_report(const std::string& report_json, const FhirTarget& 
                               // fixed URI and the value a urn:uuid, nothing in them needs escaping.
                               {"If-None-Exist", absl::StrCat("identifier=", system, "|", value)}};
 
-  // Retried as the SR senders retry (dicom_send.h): network errors and 5xx with doubling back-off; 4xx not.
-  const int attempts = std::max(1, retry.attempts);
-  double backoff = std::max(0.0, retry.initial_backoff_s);
-  absl::Status last;
-  for (int i = 1; i <= attempts; ++i) {
+  // Retried as the SR senders retry (retry.h): network errors and 5xx with doubling back-off; 4xx not.
+  return with_retries(retry, [&]() -> absl::Status {
     httplib::Client client(origin);
     client.set_connection_timeout(target.timeout_s, 0);
     client.set_read_timeout(target.timeout_s, 0);
     client.set_write_timeout(target.timeout_s, 0);
     if (!target.bearer_token.empty()) client.set_bearer_token_auth(target.bearer_token);
     auto result = client.Post(path + "/DiagnosticReport", headers, report_json, "application/fhir+json");
-    if (!result) {
-      last = absl::UnavailableError(absl::StrCat(where, ": ", httplib::to_string(result.error())));
-    } else if (result->status == 200 || result->status == 201) {
-      return absl::OkStatus();
-    } else if (result->status >= 500) {
-      last = absl::UnavailableError(absl::StrCat(where, ": HTTP ", result->status, ": ", result->body.substr(0, 300)));
-    } else {
-      return absl::FailedPreconditionError(
-          absl::StrCat(where, ": HTTP ", result->status, ": ", result->body.substr(0, 300)));
-    }
-    if (i < attempts) {
-      std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
-      backoff = std::min(backoff * 2, std::max(retry.max_backoff_s, 0.0));
-    }
-  }
-  return absl::Status(last.code(), absl::StrCat(last.message(), " (after ", attempts, " attempt",
-                                                attempts == 1 ? "" : "s", ")"));
+    if (!result) return absl::UnavailableError(absl::StrCat(where, ": ", httplib::to_string(result.error())));
+    if (result->status == 200 || result->status == 201) return absl::OkStatus();
+    const std::string answer = absl::StrCat(where, ": HTTP ", result->status, ": ", result->body.substr(0, 300));
+    return result->status >= 500 ? absl::UnavailableError(answer) : absl::FailedPreconditionError(answer);
+  });
 }
 
 }  // namespace cmn::pipeline

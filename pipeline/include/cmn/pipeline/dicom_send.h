@@ -1,6 +1,6 @@
 #pragma once
 // Sending a DICOM instance (the report SR) back to a PACS, the two standard ways: DICOM C-STORE (dcmnet's
-// DcmSCU) and DICOMweb STOW-RS (cpp-httplib). Library `cmn_dicom_sr`; no DCMTK or httplib type appears here.
+// DcmSCU) and DICOMweb STOW-RS (cpp-httplib). Library `cmn_senders`; no DCMTK or httplib type appears here.
 //
 // Both retry under a RetryPolicy and never fail silently: the returned status says how many attempts were made
 // and why the last one failed. Messages name the peer and the SOP Instance UID, never patient attributes.
@@ -8,14 +8,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "cmn/pipeline/retry.h"
 
 namespace cmn::pipeline {
-
-struct RetryPolicy {
-  int attempts = 3;                 // tries in all (>= 1)
-  double initial_backoff_s = 1.0;   // wait before the second try; doubled after each failure...
-  double max_backoff_s = 30.0;      // ...up to this
-};
 
 // A DICOM Storage SCP (a PACS's DICOM port).
 struct DicomPeer {

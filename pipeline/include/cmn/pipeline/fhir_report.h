@@ -33,7 +33,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "cmn/pipeline/dicom_send.h"
+#include "cmn/pipeline/retry.h"
 
 namespace cmn::pipeline {
 
