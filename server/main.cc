@@ -17,6 +17,7 @@
 #include <glog/logging.h>
 
 #include "cmn/common/main_init.h"
+#include "cmn/engine/replica.h"
 #include "cmn/model/runtime.h"
 #include "cmn/server/config.h"
 #include "cmn/server/server.h"
@@ -63,6 +64,11 @@ int main(int argc, char** argv) {
                  << "' is UNTRAINED (random weights): every report it writes is meaningless";
   }
   if (check_only) {
+    // The device too: a start on `model.device: cuda` without CUDA must fail here, not only at serve time.
+    if (auto replica = cmn::engine::Replica::create(model->model, config->model.device); !replica.ok()) {
+      LOG(ERROR) << "cmn-server: model.device: " << replica.status().message();
+      return 1;
+    }
     std::cout << "ok: model " << model->info.name << " version " << model->info.version << " " << model->info.digest
               << (model->info.untrained ? " untrained" : "") << "\n";
     return 0;

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include "server_test_util.h"
 
@@ -148,6 +149,18 @@ TEST(ServerProcessTest, CheckLoadsTheModelAndExits) {
                         "--check"}, dir, &out, &err);
   EXPECT_EQ(code, 0) << err;
   EXPECT_NE(out.find("cmn-untrained-test"), std::string::npos) << out;
+}
+
+TEST(ServerProcessTest, CheckRefusesACudaDeviceWithoutCudaNamingIt) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: the no-CUDA refusal cannot be seen here";
+  ScopedDir dir("check_cuda");
+  std::string out, err;
+  const int code = run({kServerBin, "--config", source_path("configs/server.yaml"), "model.bundle=" + untrained_bundle_dir(),
+                        "model.device=cuda", "--check"}, dir, &out, &err);
+  EXPECT_EQ(code, 1) << err;
+  EXPECT_NE(err.find("model.device"), std::string::npos) << err;
+  EXPECT_NE(err.find("CUDA"), std::string::npos) << err;
+  EXPECT_EQ(out.find("ok: model"), std::string::npos) << out;
 }
 
 TEST(ServerProcessTest, SigtermDrainsInFlightCallsAndExitsZero) {
