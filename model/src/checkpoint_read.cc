@@ -7,12 +7,14 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <unordered_map>
 
 #include <caffe2/serialize/inline_container.h>
 
 #include "checkpoint_internal.h"
 #include "pickle.h"
+#include "zip_bounds.h"
 
 namespace cmn::model {
 
@@ -146,8 +148,11 @@ class ArchiveLoader {
 
     torch::Tensor t = storage.tensor.as_strided(size, stride, offset);
     // A view of the whole storage is kept as is (no copy; tensors tied to one storage stay tied, as with
-    // torch.load). Anything partial is copied so it does not pin the rest of the storage.
-    if (!(offset == 0 && numel == storage_numel && t.is_contiguous())) t = t.clone();
+    // torch.load). Anything partial is copied so it does not pin the rest of the storage. A view with more
+    // elements than its storage (overlapping strides, e.g. stride 0 of an expand()) stays a view too: a copy
+    // would allocate what the declared size says, e.g. 2^40 elements over a one-element record.
+    const bool whole = offset == 0 && numel == storage_numel && t.is_contiguous();
+    if (!whole && numel <= storage_numel) t = t.clone();
     return pickle::make_tensor(std::move(t));
   }
 
@@ -167,20 +172,26 @@ StateDict to_state_dict(const Value& dict, const std::string& what) {
   return out;
 }
 
-CheckpointInfo read_checkpoint_impl(const std::string& path) {
+// `in` holds the whole archive; `zip_magic` says whether it starts like a zip (for the error message).
+CheckpointInfo read_checkpoint_impl(std::istream& in) {
   TORCH_CHECK(host_is_little_endian(), "only little-endian hosts are supported");
   bool zip_magic = false;
+  uint64_t size = 0;
   {
     // The zip reader's messages are about fopen and central directories; say plainly what is wrong.
-    std::ifstream probe(path, std::ios::binary);
-    TORCH_CHECK(probe.good(), "cannot open file: ", std::strerror(errno));
     char magic[4] = {};
-    probe.read(magic, sizeof magic);
-    zip_magic = probe.gcount() == 4 && std::memcmp(magic, "PK\x03\x04", 4) == 0;
+    in.read(magic, sizeof magic);
+    zip_magic = in.gcount() == 4 && std::memcmp(magic, "PK\x03\x04", 4) == 0;
+    in.clear();
+    in.seekg(0, std::ios::end);
+    size = static_cast<uint64_t>(in.tellg());
+    in.seekg(0);
   }
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
   try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
+    checkpoint_detail::check_zip_entry_sizes(in, size);
+    in.seekg(0);
+    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(&in);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, zip_magic ? "damaged zip archive (truncated?): " : "not a zip archive (torch.save writes one): ",
                 e.what_without_backtrace());
@@ -226,9 +237,20 @@ CheckpointInfo read_checkpoint_impl(const std::string& path) {
 
 CheckpointInfo read_checkpoint(const std::string& path) {
   try {
-    return read_checkpoint_impl(path);
+    std::ifstream in(path, std::ios::binary);
+    TORCH_CHECK(in.good(), "cannot open file: ", std::strerror(errno));
+    return read_checkpoint_impl(in);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "cannot read checkpoint '", path, "': ", e.what_without_backtrace());
+  }
+}
+
+CheckpointInfo read_checkpoint_bytes(const std::string& bytes) {
+  try {
+    std::istringstream in(bytes);
+    return read_checkpoint_impl(in);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "cannot read checkpoint (", bytes.size(), " bytes in memory): ", e.what_without_backtrace());
   }
 }
 

@@ -13,6 +13,28 @@ std::string quoted(const std::string& s) {
 
 }  // namespace
 
+Value::~Value() {
+  if (items.empty() && entries.empty()) return;
+  std::vector<ValuePtr> pending;
+  auto take = [&pending](Value& v) {
+    for (auto& item : v.items) pending.push_back(std::move(item));
+    for (auto& [key, value] : v.entries) {
+      pending.push_back(std::move(key));
+      pending.push_back(std::move(value));
+    }
+    v.items.clear();
+    v.entries.clear();
+  };
+  take(*this);
+  while (!pending.empty()) {
+    ValuePtr v = std::move(pending.back());
+    pending.pop_back();
+    // Only a child this value held the last reference to dies here; empty it first so its own destructor
+    // has nothing to recurse into. Values are never shared across threads, so use_count is exact.
+    if (v && v.use_count() == 1) take(*v);
+  }
+}
+
 void Value::dict_set(ValuePtr key, ValuePtr value) {
   if (key->kind == Kind::string) {
     auto [it, inserted] = string_index.emplace(key->text, entries.size());

@@ -49,6 +49,15 @@ struct Value {
   bool ordered = false;  // dict built from collections.OrderedDict
   torch::Tensor tensor;  // tensor / storage
 
+  Value() = default;
+  Value(const Value&) = default;
+  Value(Value&&) = default;
+  Value& operator=(const Value&) = default;
+  Value& operator=(Value&&) = default;
+  // Releases children iteratively: the default destructor recurses once per nesting level, and a pickle of a
+  // few megabytes (one TUPLE1 byte per level) nests deep enough to overflow the stack.
+  ~Value();
+
   // Python dict assignment semantics: an existing (string) key keeps its position and gets the new value.
   void dict_set(ValuePtr key, ValuePtr value);
   // Dict lookup by string key; nullptr when absent (or when this is not a dict).

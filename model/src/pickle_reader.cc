@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <unordered_map>
 
 #include "pickle_opcodes.h"
 
@@ -69,6 +70,72 @@ class Cursor {
   size_t op_pos_ = 0;
 };
 
+// Lists and dicts made while unpickling. APPEND / SETITEM through the memo can make a container hold itself
+// (directly or through others); shared_ptr never frees such a cycle. Every cycle passes through a list or
+// dict filled after it was made, so emptying those breaks them all: done when unpickling fails, and when the
+// finished object has a cycle (torch.save never writes one; it is refused).
+class Containers {
+ public:
+  ~Containers() {
+    if (keep_) return;
+    for (const ValuePtr& c : made_) {
+      c->items.clear();
+      c->entries.clear();
+      c->string_index.clear();
+    }
+  }
+  const ValuePtr& track(const ValuePtr& v) {
+    made_.push_back(v);
+    return v;
+  }
+  void keep() { keep_ = true; }
+
+  // Depth-first search with colours, iterative (the nesting may be millions of levels deep).
+  bool has_cycle() const {
+    enum : uint8_t { kOpen = 1, kDone = 2 };
+    std::unordered_map<const Value*, uint8_t> colour;
+    struct Frame {
+      const Value* v;
+      size_t next;
+    };
+    auto child = [](const Value& v, size_t i) -> const Value* {
+      if (i < v.items.size()) return v.items[i].get();
+      i -= v.items.size();
+      if (i / 2 >= v.entries.size()) return nullptr;
+      const auto& e = v.entries[i / 2];
+      return (i % 2 ? e.second : e.first).get();
+    };
+    std::vector<Frame> stack;
+    for (const ValuePtr& start : made_) {
+      if (colour[start.get()] != 0) continue;
+      colour[start.get()] = kOpen;
+      stack.push_back({start.get(), 0});
+      while (!stack.empty()) {
+        Frame& f = stack.back();
+        const Value* c = child(*f.v, f.next);
+        if (c == nullptr) {
+          colour[f.v] = kDone;
+          stack.pop_back();
+          continue;
+        }
+        ++f.next;
+        if (c->items.empty() && c->entries.empty()) continue;
+        uint8_t& col = colour[c];
+        if (col == kOpen) return true;
+        if (col == 0) {
+          col = kOpen;
+          stack.push_back({c, 0});
+        }
+      }
+    }
+    return false;
+  }
+
+ private:
+  std::vector<ValuePtr> made_;
+  bool keep_ = false;
+};
+
 }  // namespace
 
 static ValuePtr make_bytes(std::string s) {
@@ -90,6 +157,7 @@ ValuePtr unpickle(const char* data, size_t size, const UnpicklerHooks& hooks) {
   std::vector<ValuePtr> stack;
   std::vector<size_t> marks;  // stack heights at each MARK (CPython's metastack)
   std::unordered_map<uint64_t, ValuePtr> memo;
+  Containers containers;  // declared after the stack and memo: it empties the containers before they go
 
   // Pops respect the innermost mark, as CPython does, so a malformed pickle cannot eat into an outer frame.
   auto floor = [&]() -> size_t { return marks.empty() ? 0 : marks.back(); };
@@ -139,7 +207,9 @@ ValuePtr unpickle(const char* data, size_t size, const UnpicklerHooks& hooks) {
       if (use_hook && hooks.reduce) {
         if (ValuePtr built = hooks.reduce(*callable, args)) return built;
       }
-      if (callable->is_global("collections", "OrderedDict") && args->items.empty()) return make_dict(true);
+      if (callable->is_global("collections", "OrderedDict") && args->items.empty()) {
+        return containers.track(make_dict(true));
+      }
     }
     return make_object(*callable);
   };
@@ -158,6 +228,8 @@ ValuePtr unpickle(const char* data, size_t size, const UnpicklerHooks& hooks) {
         break;
       case STOP: {
         ValuePtr result = pop();
+        TORCH_CHECK(!containers.has_cycle(), "unsupported pickle: a list or dict contains itself (at ", in.where(), ")");
+        containers.keep();
         return result;
       }
       case MARK: marks.push_back(stack.size()); break;
@@ -235,17 +307,17 @@ ValuePtr unpickle(const char* data, size_t size, const UnpicklerHooks& hooks) {
         break;
       }
       case TUPLE: stack.push_back(make_tuple(pop_mark())); break;
-      case EMPTY_LIST: stack.push_back(make_list()); break;
+      case EMPTY_LIST: stack.push_back(containers.track(make_list())); break;
       case LIST: {
-        ValuePtr list = make_list();
+        ValuePtr list = containers.track(make_list());
         list->items = pop_mark();
         stack.push_back(std::move(list));
         break;
       }
-      case EMPTY_DICT: stack.push_back(make_dict(false)); break;
+      case EMPTY_DICT: stack.push_back(containers.track(make_dict(false))); break;
       case DICT: {
         std::vector<ValuePtr> kv = pop_mark();
-        ValuePtr dict = make_dict(false);
+        ValuePtr dict = containers.track(make_dict(false));
         set_items(*dict, kv);
         stack.push_back(std::move(dict));
         break;

@@ -30,6 +30,11 @@ struct CheckpointInfo {
 // skipped. Throws c10::Error with the file name and the reason (not a zip, no data.pkl, unsupported pickle
 // opcode, missing storage record, storage too small for a tensor's size/stride, ...).
 CheckpointInfo read_checkpoint(const std::string& path);
+// The same from the archive's bytes in memory (what the fuzz target feeds; errors say "in memory" instead of
+// the file name). Before LibTorch's zip reader runs, every entry's declared size is checked against the
+// archive's (a stored entry must hold what it declares), so no declared size makes it allocate more than
+// ~1000x the input.
+CheckpointInfo read_checkpoint_bytes(const std::string& bytes);
 
 struct CheckpointWriteOptions {
   bool ordered_dict = true;              // write state_dict as collections.OrderedDict (as PyTorch does)
