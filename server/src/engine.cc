@@ -227,6 +227,14 @@ void Engine::stop() {
   if (worker_.joinable()) worker_.join();
 }
 
+void Engine::flush_batches() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    flushing_ = true;
+  }
+  work_ready_.notify_all();
+}
+
 std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<std::mutex>& lock) {
   const auto max_batch = static_cast<size_t>(options_.max_batch_size);
   while (true) {
@@ -240,10 +248,10 @@ std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<st
       }));
     };
     // Wait for batch partners, at most max_queue_delay_ms after the oldest study arrived.
-    if (!first->batch_key.empty() && max_batch > 1 && options_.max_queue_delay_ms > 0) {
+    if (!first->batch_key.empty() && max_batch > 1 && options_.max_queue_delay_ms > 0 && !flushing_) {
       const auto until = first->enqueued + std::chrono::milliseconds(options_.max_queue_delay_ms);
       work_ready_.wait_until(lock, until, [&] {
-        return stopping_ || first->abandoned.load() || compatible() >= max_batch;
+        return stopping_ || flushing_ || first->abandoned.load() || compatible() >= max_batch;
       });
     }
 

@@ -144,6 +144,9 @@ void ReportServer::shutdown(std::chrono::milliseconds grace) {
       health->SetServingStatus(false);
     }
   }
+  // Queued studies start now rather than at the end of their batching windows, so draining takes the time
+  // of the work in flight and no more.
+  if (engine_) engine_->flush_batches();
   if (grpc_ != nullptr) {
     // Stops accepting, waits for in-flight calls until the deadline, then cancels the rest (our handlers
     // notice within milliseconds) and returns when every handler has returned.

@@ -167,7 +167,10 @@ TEST(ServerProcessTest, SigtermDrainsInFlightCallsAndExitsZero) {
   ScopedDir dir("sigterm");
   Process server({kServerBin, "--config", source_path("configs/server.yaml"), "model.bundle=" + untrained_bundle_dir(),
                   "server.host=127.0.0.1", "server.port=0", "metrics.host=127.0.0.1", "metrics.port=0",
-                  "model.threads=1", "server.shutdown_grace_s=60"},
+                  "model.threads=1", "server.shutdown_grace_s=60",
+                  // A study waits up to 10 min for a batch partner that never comes: the call below is in flight
+                  // when SIGTERM arrives however fast this machine decodes; draining must not wait that window.
+                  "engine.max_batch_size=2", "engine.max_queue_delay_ms=600000"},
                  dir.file("server.out"), dir.file("server.err"));
   // "cmn-server listening port=N metrics_port=M"
   std::smatch match;
@@ -182,15 +185,17 @@ TEST(ServerProcessTest, SigtermDrainsInFlightCallsAndExitsZero) {
   const int metrics_port = std::stoi(match[2].str());
   auto stub = v1::ReportService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
 
-  // A call that is decoding when SIGTERM arrives.
+  // A call that is in flight (queued for its batch) when SIGTERM arrives.
   grpc::ClientContext context;
   set_deadline(&context, std::chrono::seconds(120));
   auto reader = stub->StreamReport(&context, make_request({chest("CR-MONO1-10-chest_implicitLE_nometa.dcm")}, 30, 1));
-  v1::StreamReportResponse message;
-  ASSERT_TRUE(reader->Read(&message)) << server.err();
-  ASSERT_TRUE(message.has_progress());
-  EXPECT_NE(http_get(metrics_port, "/metrics").find("cmn_requests_in_flight 1"), std::string::npos);
+  ASSERT_TRUE(wait_until([&] {
+    const std::string metrics = http_get(metrics_port, "/metrics");
+    return metrics.find("cmn_requests_in_flight 1") != std::string::npos &&
+           metrics.find("cmn_queue_depth 1") != std::string::npos;
+  })) << server.err();
   server.signal(SIGTERM);
+  v1::StreamReportResponse message;
 
   // It finishes...
   bool final_seen = false;

@@ -268,7 +268,6 @@ TEST_F(ReportServiceTest, DeadlineDuringDecodingIsCountedAndFreesTheEngine) {
   grpc::ClientContext context;
   set_deadline(&context, budget);
   v1::GenerateReportResponse response;
-  const auto start_time = std::chrono::steady_clock::now();
   const grpc::Status status = s.stub->GenerateReport(
       &context, make_request({chest("CR-MONO1-10-chest_implicitLE_nometa.dcm")}, 20, 3), &response);
   {
@@ -278,29 +277,20 @@ TEST_F(ReportServiceTest, DeadlineDuringDecodingIsCountedAndFreesTheEngine) {
   held_changed.notify_all();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(holds.load(), 1) << "the call's decode reached its second step before the deadline";
-  // The server notices within milliseconds, gives up the decode and frees the slot.
-  int64_t counted = 0;
-  for (int i = 0; i < 200 && counted == 0; ++i) {
-    counted = request_count(*s.server, "GenerateReport", "DEADLINE_EXCEEDED");
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(counted, 1);
-  for (int i = 0; i < 200 && s.server->engine().pending() > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(s.server->engine().pending(), 0);
-  // The worker stopped decoding between two steps instead of running the 100 steps.
-  for (int i = 0; i < 200 && s.server->engine().stats().abandoned_batches == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(s.server->engine().stats().abandoned_batches, 1);
+  // The server notices, gives up the decode and frees the slot (waits are bounds against hangs only).
+  EXPECT_TRUE(wait_until([&] { return request_count(*s.server, "GenerateReport", "DEADLINE_EXCEEDED") == 1; }));
+  EXPECT_TRUE(wait_until([&] { return s.server->engine().pending() == 0; }));
+  // The worker stopped decoding between two steps instead of running the 20 steps: the batch counts as
+  // abandoned, not decoded.
+  EXPECT_TRUE(wait_until([&] { return s.server->engine().stats().abandoned_batches == 1; }));
   EXPECT_EQ(s.server->engine().stats().batches, 1) << "only the warm-up ran to the end";
-  // A new call is served right away.
+  // A new call is served, as a batch of its own decoded to the end.
   grpc::ClientContext next;
   v1::GenerateReportResponse after;
   ASSERT_TRUE(s.stub->GenerateReport(&next, make_request({chest("CR-MONO1-10-chest_implicitLE_nometa.dcm")}, 2), &after).ok());
-  EXPECT_LT(after.timings().queue_ms(), 1000) << "the abandoned decode kept the worker busy";
-  EXPECT_LT(std::chrono::steady_clock::now() - start_time, budget + std::chrono::seconds(60));
+  EXPECT_EQ(after.timings().batch_size(), 1);
+  EXPECT_EQ(s.server->engine().stats().batches, 2);
+  EXPECT_EQ(s.server->engine().stats().abandoned_batches, 1);
   // Counted, never logged as an error.
   for (const auto& [severity, line] : logs.lines()) {
     if (line.find("DEADLINE_EXCEEDED") != std::string::npos) {

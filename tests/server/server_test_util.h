@@ -16,6 +16,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -229,6 +230,40 @@ class LogCapture : public google::LogSink {
  private:
   mutable std::mutex mutex_;
   std::vector<std::pair<google::LogSeverity, std::string>> lines_;
+};
+
+// Polls `done` until it holds or `bound` passes (a bound against hangs, never a guess of how long work takes:
+// tests wait for the state they need, however slow or loaded this machine is). True when `done` held.
+template <typename F>
+bool wait_until(F done, std::chrono::seconds bound = std::chrono::seconds(120)) {
+  const auto until = std::chrono::steady_clock::now() + bound;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+// A one-shot gate between a test and a hook on another thread: wait() blocks until open() (or a hang bound
+// passes: false then).
+class Latch {
+ public:
+  void open() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      open_ = true;
+    }
+    changed_.notify_all();
+  }
+  bool wait(std::chrono::seconds bound = std::chrono::seconds(120)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return changed_.wait_for(lock, bound, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool open_ = false;
 };
 
 // `count` of cmn_requests_total{method,code} in the server's exposition (0 when absent).

@@ -107,6 +107,10 @@ class Engine {
   // Finishes the queued and running studies, then stops the worker. Later admits get UNAVAILABLE.
   void stop();
 
+  // From now on batches start without waiting for partners (max_queue_delay_ms): a draining server finishes
+  // its queued studies at once instead of sitting out their batching windows. Admission is unchanged.
+  void flush_batches();
+
   int64_t pending() const;  // admitted requests
   int64_t queued() const;   // waiting for the worker
 
@@ -136,6 +140,7 @@ class Engine {
   std::deque<std::shared_ptr<Job>> queue_;
   int64_t pending_ = 0;
   bool stopping_ = false;
+  bool flushing_ = false;  // flush_batches(): no more waiting for batch partners
   Stats stats_;
   std::thread worker_;
 };
