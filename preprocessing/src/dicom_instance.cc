@@ -1,5 +1,6 @@
 // The instance as the rest of cmn sees it: InstanceInfo (identity, view) and the entry points that parse
 // (dicom_parse.cc), read the pixel module (pixel_module.cc) and decode frame 1 (pixel_decoding.cc).
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -64,6 +65,8 @@ InstanceInfo read_info(const Parsed& parsed, const std::string& source) {
   info.instance_number = get_integer(ds, DCM_InstanceNumber);
   info.rows = get_uint16(ds, DCM_Rows).value_or(0);
   info.columns = get_uint16(ds, DCM_Columns).value_or(0);
+  info.samples_per_pixel = std::max<int64_t>(1, get_uint16(ds, DCM_SamplesPerPixel).value_or(1));
+  info.bits_allocated = std::max<int64_t>(1, get_uint16(ds, DCM_BitsAllocated).value_or(16));
   info.view = classify_view(read_view_attributes(ds), &info.view_evidence);
   return info;
 }

@@ -222,6 +222,12 @@ absl::StatusOr<ViewSelection> select_views(const std::vector<InstanceInfo>& inst
   return selection;
 }
 
+int64_t decode_peak_bytes(const InstanceInfo& info) {
+  const int64_t pixels = std::max<int64_t>(0, info.rows) * std::max<int64_t>(0, info.columns);
+  const int64_t container = info.bits_allocated > 8 ? 2 : 1;
+  return pixels * (std::max<int64_t>(1, info.samples_per_pixel) * (container + 4) + 5);
+}
+
 absl::StatusOr<AssembledStudy> assemble_study(const std::vector<InstanceInput>& instances,
                                               const StudyOptions& options) {
   if (instances.empty()) return absl::InvalidArgumentError("study has no instances");
@@ -233,6 +239,18 @@ absl::StatusOr<AssembledStudy> assemble_study(const std::vector<InstanceInput>& 
     infos.push_back(std::move(info));
   }
   CMN_ASSIGN_OR_RETURN(ViewSelection selection, select_views(infos, options));
+  if (options.max_decode_bytes > 0) {
+    for (const size_t input : selection.slot_inputs) {
+      const InstanceInfo& info = infos[input];
+      const int64_t need = decode_peak_bytes(info);
+      if (need > options.max_decode_bytes) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "decoding ", info.source, " (", info.rows, "x", info.columns, ", samples ", info.samples_per_pixel,
+            ", bits ", info.bits_allocated, ") needs an estimated ", need >> 20,
+            " MiB, more than the ", options.max_decode_bytes >> 20, " MiB left to this request"));
+      }
+    }
+  }
 
   AssembledStudy study;
   study.study_instance_uid = std::move(selection.study_instance_uid);

@@ -50,6 +50,7 @@ void visit(V& v, LimitsOptions& o) {
   v("max_dimension", o.max_dimension);
   v("max_beam_size", o.max_beam_size);
   v("max_length", o.max_length);
+  v("max_request_mb", o.max_request_mb);
 }
 
 template <class V>
@@ -156,6 +157,7 @@ absl::Status validate_server_config(const ServerConfig& c) {
   CMN_RETURN_IF_ERROR(at_least("limits.max_dimension", c.limits.max_dimension, 1));
   CMN_RETURN_IF_ERROR(at_least("limits.max_beam_size", c.limits.max_beam_size, 1));
   CMN_RETURN_IF_ERROR(at_least("limits.max_length", c.limits.max_length, 1));
+  CMN_RETURN_IF_ERROR(at_least("limits.max_request_mb", c.limits.max_request_mb, 1));
   for (const auto& modality : c.study.allowed_modalities) {
     if (modality.empty()) return absl::InvalidArgumentError("study.allowed_modalities: empty modality name");
   }

@@ -17,6 +17,7 @@
 #include "cmn/pipeline/dicom_sr.h"
 #include "cmn/pipeline/findings_sr.h"
 #include "cmn/pipeline/fhir_report.h"
+#include "cmn/server/request_memory.h"
 #include "cmn/server/status.h"
 
 namespace cmn::server {
@@ -221,7 +222,8 @@ grpc::Status ReportServiceImpl::StreamReport(grpc::ServerContext* context, const
 
 absl::StatusOr<preprocessing::AssembledStudy> ReportServiceImpl::preprocess(grpc::ServerContext* context,
                                                                          const v1::GenerateReportRequest& request,
-                                                                         Clock::time_point deadline) {
+                                                                         Clock::time_point deadline,
+                                                                         int64_t max_decode_bytes) {
   {
     std::unique_lock<std::mutex> lock(preprocess_mutex_);
     while (preprocess_running_ >= options_.engine.preprocess_threads) {
@@ -237,7 +239,13 @@ absl::StatusOr<preprocessing::AssembledStudy> ReportServiceImpl::preprocess(grpc
     // Messages and logs name instances by position only: a caller-given name could carry patient data.
     inputs.push_back({absl::StrCat("instance[", i, "]"), request.instances(i).data()});
   }
-  auto study = preprocessing::assemble_study(inputs, study_options_);
+  preprocessing::StudyOptions options = study_options_;
+  options.max_decode_bytes = max_decode_bytes;
+  auto study = preprocessing::assemble_study(inputs, options);
+  if (!study.ok() && study.status().code() == absl::StatusCode::kResourceExhausted) {
+    study = absl::ResourceExhaustedError(
+        absl::StrCat(study.status().message(), " (limits.max_request_mb ", options_.limits.max_request_mb, ")"));
+  }
   {
     std::lock_guard<std::mutex> lock(preprocess_mutex_);
     --preprocess_running_;
@@ -269,12 +277,23 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   const Clock::time_point deadline = steady_deadline(*context);
   if (Clock::now() >= deadline) return absl::DeadlineExceededError("deadline exceeded before the call started");
 
+  // What the request will hold at its peak, against limits.max_request_mb (request_memory.h): the request and
+  // the model state here, decoding its largest chosen image inside preprocessing, before any pixel is decoded.
+  const int64_t request_bytes = static_cast<int64_t>(request.ByteSizeLong());
+  const ModelStateEstimate state = estimate_model_state(model_->info.config, decoding, study_options_.views,
+                                                        study_options_.image.size, request.output().attention_maps());
+  if (const std::string over = over_memory_ceiling(request_bytes, state, options_.limits.max_request_mb);
+      !over.empty()) {
+    return absl::ResourceExhaustedError(over);
+  }
+  const int64_t decode_budget = options_.limits.max_request_mb * (int64_t{1} << 20) - request_bytes - state.total();
+
   // 2. A place in the engine, or RESOURCE_EXHAUSTED at once.
   CMN_ASSIGN_OR_RETURN(Engine::Slot slot, engine_->admit());
 
   // 3. DICOM -> the model's view slots.
   const auto preprocess_start = Clock::now();
-  CMN_ASSIGN_OR_RETURN(preprocessing::AssembledStudy study, preprocess(context, request, deadline));
+  CMN_ASSIGN_OR_RETURN(preprocessing::AssembledStudy study, preprocess(context, request, deadline, decode_budget));
   const double preprocess_ms = ms(Clock::now() - preprocess_start);
   if (metrics_ != nullptr) metrics_->observe_stage("preprocess", preprocess_ms / 1000.0);
   const int64_t views = static_cast<int64_t>(study.images.size());

@@ -108,6 +108,8 @@ struct InstanceInfo {
   ViewPosition view = ViewPosition::kOther;
   std::string view_evidence;        // which attribute decided the view, e.g. "ViewPosition=PA"
   int64_t rows = 0, columns = 0;
+  int64_t samples_per_pixel = 1;    // (0028,0002), 1 when absent
+  int64_t bits_allocated = 16;      // (0028,0100), 16 when absent (the larger container)
   // Series Number (0020,0011) / Instance Number (0020,0013), filled by read_dicom_info; absent or unparsable
   // -> nullopt. Used only to order equally ranked views (select_views: the lower number fills the earlier slot).
   std::optional<int64_t> series_number;
@@ -191,7 +193,17 @@ struct StudyOptions {
   std::vector<std::string> allowed_modalities = {"CR", "DX", "DR"};
   DicomReadOptions read;
   ImageOptions image;                                 // resize / normalisation
+  // Memory ceiling for decoding the chosen instances (decode_peak_bytes of the largest; 0 = none): above it
+  // assemble_study refuses with RESOURCE_EXHAUSTED, naming the instance and the estimate, before decoding.
+  int64_t max_decode_bytes = 0;
 };
+
+// An upper estimate of the memory that decoding frame 1 of `info` takes at its peak: the codec's working planes
+// (OpenJPEG keeps 32-bit samples per component), the stored frame (8 or 16-bit words), the grey-level
+// pass's float copy and the 8-bit grey image, i.e. rows x columns x (samples x (container bytes + 4) + 5).
+// Instances are decoded one at a time and only their 224x224 model input is kept, so a study's decoding peak
+// is that of its largest chosen instance.
+int64_t decode_peak_bytes(const InstanceInfo& info);
 
 struct ViewSlot {
   int64_t slot = 0;                 // 0..N-1

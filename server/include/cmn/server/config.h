@@ -54,6 +54,9 @@ struct LimitsOptions {
   int64_t max_dimension = 16384;         // rows or columns per image
   int max_beam_size = 5;                 // beam_size override clamp
   int max_length = 100;                  // max_length override clamp (also clamps the bundle default)
+  // Estimated peak memory of one request (its bytes, decoding its largest chosen image, the model's inputs,
+  // activations and beam state; request_memory.h); a request above it: RESOURCE_EXHAUSTED with the figures.
+  int64_t max_request_mb = 2048;
 };
 
 // `study:` how instances become the model's view slots (preprocessing::StudyOptions).

@@ -68,7 +68,8 @@ class ReportServiceImpl final : public v1::ReportService::Service {
   // DICOM bytes -> assembled study (slots, skipped, images), at most preprocess_threads at once.
   absl::StatusOr<preprocessing::AssembledStudy> preprocess(grpc::ServerContext* context,
                                                            const v1::GenerateReportRequest& request,
-                                                           std::chrono::steady_clock::time_point deadline);
+                                                           std::chrono::steady_clock::time_point deadline,
+                                                           int64_t max_decode_bytes);
   // output.dicom_sr / output.findings_sr: the report as a DICOM SR (pipeline/dicom_sr.h) and its coded findings
   // (pipeline/findings_sr.h) over the instances that fill the slots.
   absl::Status fill_dicom_sr(const preprocessing::AssembledStudy& study, const v1::GenerateReportRequest& request,
