@@ -3,6 +3,7 @@
 #include "cmn/model/checkpoint.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 #include <unordered_set>
 
@@ -131,11 +132,15 @@ void write_checkpoint(const std::string& path, const StateDict& state_dict, cons
   // durable_write.h: temporary file beside `path`, fsync, rename, fsync of the folder. The temporary file's
   // name keeps `archive` before its last '.', which is where PyTorchStreamWriter takes the zip folder from.
   std::string error;
+  // PyTorchStreamWriter reports a failed write as "file write failed" without the system's reason; the errno
+  // its stream left behind is that reason (disk full, quota, I/O error), kept so the message can say it.
+  int write_errno = 0;
   try {
     error = durable::replace_file(
         path,
         [&](const std::string& tmp) -> std::string {
           std::unique_ptr<caffe2::serialize::PyTorchStreamWriter> writer;
+          errno = 0;
           try {
             writer = std::make_unique<caffe2::serialize::PyTorchStreamWriter>(tmp);
             TORCH_CHECK(writer->archiveName() == archive, "zip folder came out as '", writer->archiveName(),
@@ -151,6 +156,7 @@ void write_checkpoint(const std::string& path, const StateDict& state_dict, cons
             writer->writeEndOfFile();
             writer.reset();
           } catch (...) {
+            write_errno = errno;
             // ~PyTorchStreamWriter finalizes an unfinished archive and throws again when the zip writer is in
             // an error state (disk full, ...); from a destructor that is std::terminate. Leak the writer
             // instead: this is a rare error path and the object is small.
@@ -161,7 +167,12 @@ void write_checkpoint(const std::string& path, const StateDict& state_dict, cons
         },
         archive);
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "cannot write checkpoint '", path, "': ", e.what_without_backtrace());
+    // Only the reasons a write itself gives: anything else in errno may be left over from an unrelated call.
+    const bool system_reason = write_errno == ENOSPC || write_errno == EDQUOT || write_errno == EIO ||
+                               write_errno == EFBIG || write_errno == EROFS;
+    TORCH_CHECK(false, "cannot write checkpoint '", path, "': ",
+                system_reason ? durable::errno_text(write_errno) + " (" : std::string(), e.what_without_backtrace(),
+                system_reason ? ")" : "");
   }
   TORCH_CHECK(error.empty(), "cannot write checkpoint '", path, "': ", error);
 }

@@ -190,20 +190,25 @@ absl::Status write_bundle(const std::string& dir, const BundleInfo& meta, model:
     if (write_options.archive_name.empty() || write_options.archive_name == ".") write_options.archive_name = "weights";
     model::write_checkpoint(path_in(tmp, info.weights_file), state, write_options);
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("write_bundle: ", info.weights_file, ": ", e.what_without_backtrace()));
+    // The target is named first: the checkpoint's own path is inside the temporary folder, gone by now.
+    return absl::InternalError(
+        absl::StrCat("cannot write bundle '", dir, "': ", info.weights_file, ": ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("write_bundle: ", info.weights_file, ": ", e.what()));
+    return absl::InternalError(absl::StrCat("cannot write bundle '", dir, "': ", info.weights_file, ": ", e.what()));
   }
   state.clear();
   try {
     tokenizer.save_vocab_file(path_in(tmp, kVocabFile));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("write_bundle: ", kVocabFile, ": ", e.what()));
+    return absl::InternalError(absl::StrCat("cannot write bundle '", dir, "': ", kVocabFile, ": ", e.what()));
   }
-  CMN_RETURN_IF_ERROR(write_file_durably(path_in(tmp, kModelYaml), emit_model_yaml(info)));
+  auto in_bundle = [&](const absl::Status& s) {
+    return s.ok() ? s : absl::Status(s.code(), absl::StrCat("cannot write bundle '", dir, "': ", s.message()));
+  };
+  CMN_RETURN_IF_ERROR(in_bundle(write_file_durably(path_in(tmp, kModelYaml), emit_model_yaml(info))));
   CMN_ASSIGN_OR_RETURN(const std::string sums, sums_text(tmp, {kModelYaml, info.weights_file, kVocabFile}));
-  CMN_RETURN_IF_ERROR(write_file_durably(path_in(tmp, kChecksumFile), sums));
-  CMN_RETURN_IF_ERROR(fsync_dir(tmp));
+  CMN_RETURN_IF_ERROR(in_bundle(write_file_durably(path_in(tmp, kChecksumFile), sums)));
+  CMN_RETURN_IF_ERROR(in_bundle(fsync_dir(tmp)));
 
   CMN_RETURN_IF_ERROR(publish(tmp, target.string(), options.overwrite));
   guard.release();

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "batch_internal.h"
 #include "cmn/batch/batch.h"
+#include "cmn/common/durable_write.h"
 #include "cmn/common/file_util.h"
 #include "cmn/common/status_macros.h"
 
@@ -66,10 +67,13 @@ absl::StatusOr<ExistingOutput> scan_output(const std::string& path) {
 
 absl::StatusOr<JsonlAppender> JsonlAppender::open(const std::string& path, uint64_t keep_bytes, bool sync) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::InternalError(absl::StrCat("cannot open '", path, "' for writing"));
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("cannot open '", path, "' for writing: ", durable::errno_text(errno)));
+  }
   if (::ftruncate(fd, static_cast<off_t>(keep_bytes)) != 0 || ::lseek(fd, 0, SEEK_END) < 0) {
+    const int err = errno;
     ::close(fd);
-    return absl::InternalError(absl::StrCat("cannot truncate '", path, "'"));
+    return absl::InternalError(absl::StrCat("cannot truncate '", path, "': ", durable::errno_text(err)));
   }
   return JsonlAppender(fd, path, sync);
 }
@@ -90,17 +94,30 @@ JsonlAppender::~JsonlAppender() {
 }
 
 absl::Status JsonlAppender::append(const std::string& line) {
+  // A failed append (disk full, I/O error) is cut off again, so the file never ends in a torn line that a
+  // reader might mistake for a study's output; the caller stops and a later run redoes this study. Should the
+  // cut fail too, the torn tail is still recognised (no newline) and dropped by scan_output on resume.
+  const off_t start = ::lseek(fd_, 0, SEEK_CUR);
+  if (start < 0) {
+    return absl::InternalError(absl::StrCat("cannot append to '", path_, "': ", durable::errno_text(errno)));
+  }
+  auto fail = [&](const char* what, int err) {
+    if (::ftruncate(fd_, start) == 0) ::lseek(fd_, start, SEEK_SET);
+    const std::string message = absl::StrCat("cannot ", what, " '", path_, "': ", durable::errno_text(err),
+                                             " (the study's line is not written; a rerun resumes here)");
+    return err == ENOSPC || err == EDQUOT ? absl::ResourceExhaustedError(message) : absl::InternalError(message);
+  };
   const std::string bytes = line + "\n";
   size_t written = 0;
   while (written < bytes.size()) {  // one write call in practice; a short write continues
     const ssize_t n = ::write(fd_, bytes.data() + written, bytes.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return absl::InternalError(absl::StrCat("cannot write to '", path_, "'"));
+      return fail("write to", errno);
     }
     written += static_cast<size_t>(n);
   }
-  if (sync_ && ::fdatasync(fd_) != 0) return absl::InternalError(absl::StrCat("cannot sync '", path_, "'"));
+  if (sync_ && ::fdatasync(fd_) != 0) return fail("sync", errno);
   return absl::OkStatus();
 }
 
