@@ -21,7 +21,15 @@ absl::Status read_split(const nlohmann::json& root, const char* name, const std:
     }
     AnnotationExample ex;
     ex.report = e.at("report").get<std::string>();
-    if (e.contains("id")) ex.id = e.at("id").is_string() ? e.at("id").get<std::string>() : e.at("id").dump();
+    if (e.contains("id")) {
+      // A string, or a number taken as written. Anything else is refused rather than dumped: dump() recurses
+      // once per nesting level, and an id of a million nested lists overflowed the stack (fuzz/).
+      const auto& id = e.at("id");
+      if (!id.is_string() && !id.is_number()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": ", name, "[", i, "].id is not a string or number"));
+      }
+      ex.id = id.is_string() ? id.get<std::string>() : id.dump();
+    }
     if (e.contains("image_path")) {
       const auto& paths = e.at("image_path");
       if (!paths.is_array()) {
