@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "batch_internal.h"
 #include "cmn/batch/batch.h"
+#include "cmn/common/status_macros.h"
 
 namespace cmn::batch {
 
@@ -120,63 +121,17 @@ absl::StatusOr<StudyList> list_manifest_studies(const std::string& manifest_path
   auto resolve = [&](const std::string& p) { return fs::path(p).is_absolute() ? p : (base / p).string(); };
   const std::string ext = absl::AsciiStrToLower(fs::path(manifest_path).extension().string());
   const bool jsonl = ext == ".jsonl" || ext == ".ndjson";
-
-  std::vector<std::string> order;                          // ids in first-seen order
-  std::map<std::string, std::vector<std::string>> paths;   // id -> paths as listed
-  std::string line;
-  int64_t line_no = 0;
-  int id_col = -1, path_col = -1;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (absl::StripAsciiWhitespace(line).empty()) continue;
-    const std::string where = absl::StrCat(manifest_path, ":", line_no);
-    std::string id;
-    std::vector<std::string> listed;
-    if (jsonl) {
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception&) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": malformed line (not JSON)"));
-      }
-      if (!j.is_object() || !j.contains("id") || !(j["id"].is_string() || j["id"].is_number())) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": want {\"id\": ..., \"path\" or \"paths\": ...}"));
-      }
-      id = j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump();
-      if (j.contains("path") && j["path"].is_string()) listed.push_back(j["path"].get<std::string>());
-      if (j.contains("paths") && j["paths"].is_array()) {
-        for (const auto& p : j["paths"]) {
-          if (!p.is_string()) return absl::InvalidArgumentError(absl::StrCat(where, ": \"paths\" must hold strings"));
-          listed.push_back(p.get<std::string>());
-        }
-      }
-      if (listed.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": no \"path\" or \"paths\""));
-    } else {
-      // Plain CSV: comma-separated, no quoting (paths with commas need the JSONL form).
-      std::vector<std::string> cells = absl::StrSplit(line, ',');
-      for (auto& c : cells) c = std::string(absl::StripAsciiWhitespace(c));
-      if (id_col < 0) {
-        for (size_t i = 0; i < cells.size(); ++i) {
-          if (cells[i] == "id") id_col = static_cast<int>(i);
-          if (cells[i] == "path") path_col = static_cast<int>(i);
-        }
-        if (id_col < 0 || path_col < 0) {
-          return absl::InvalidArgumentError(absl::StrCat(where, ": the CSV header must name columns 'id' and 'path'"));
-        }
-        continue;
-      }
-      if (static_cast<int>(cells.size()) <= std::max(id_col, path_col)) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": ", cells.size(), " columns, the header has more"));
-      }
-      id = cells[static_cast<size_t>(id_col)];
-      listed.push_back(cells[static_cast<size_t>(path_col)]);
-    }
-    if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": empty id"));
-    if (!paths.count(id)) order.push_back(id);
-    for (auto& p : listed) paths[id].push_back(resolve(p));
-  }
+  std::stringstream text;
+  text << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read manifest '", manifest_path, "'"));
+  CMN_ASSIGN_OR_RETURN(std::vector<detail::ManifestStudy> parsed,
+                       detail::parse_manifest(text.str(), jsonl, manifest_path));
+  std::vector<std::string> order;                          // ids in first-seen order
+  std::map<std::string, std::vector<std::string>> paths;   // id -> resolved paths
+  for (const auto& m : parsed) {
+    order.push_back(m.id);
+    for (const auto& p : m.paths) paths[m.id].push_back(resolve(p));
+  }
 
   StudyList list;
   for (const auto& id : order) {
