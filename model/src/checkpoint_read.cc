@@ -195,6 +195,10 @@ CheckpointInfo read_checkpoint_impl(std::istream& in) {
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, zip_magic ? "damaged zip archive (truncated?): " : "not a zip archive (torch.save writes one): ",
                 e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    // LibTorch's reader lets a few standard exceptions out (stoull on the version record); the contract here
+    // is c10::Error only.
+    TORCH_CHECK(false, "damaged zip archive: ", e.what());
   }
   TORCH_CHECK(reader->hasRecord("data.pkl"), "no data.pkl in the archive (a TorchScript file or not torch.save?)");
   if (reader->hasRecord("byteorder")) {

@@ -2,6 +2,8 @@
 #include "zip_bounds.h"
 
 #include <algorithm>
+#include <cctype>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -16,12 +18,31 @@ constexpr uint32_t kZip64LocatorSig = 0x07064b50;
 constexpr uint32_t kZip64EocdSig = 0x06064b50;
 constexpr uint32_t kCentralSig = 0x02014b50;
 constexpr uint64_t kEocdSize = 22, kZip64LocatorSize = 20, kZip64EocdSize = 56, kCentralSize = 46;
+constexpr uint32_t kLocalSig = 0x04034b50;
 constexpr uint64_t kLocalHeaderSize = 30;
+// LibTorch 1.13 reads file format versions 1..10 (caffe2/serialize/versions.h).
+constexpr uint64_t kMinVersion = 1, kMaxVersion = 10;
 
 uint64_t le(const char* p, int n) {
   uint64_t v = 0;
   for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
   return v;
+}
+
+// CRC-32 (zip's), bitwise: only the few bytes of the version record go through it.
+uint32_t crc32(const std::string& bytes) {
+  uint32_t c = 0xffffffffu;
+  for (unsigned char b : bytes) {
+    c ^= b;
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
+bool iequal(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
 }
 
 std::string read_at(std::istream& in, uint64_t pos, uint64_t n) {
@@ -31,6 +52,45 @@ std::string read_at(std::istream& in, uint64_t pos, uint64_t n) {
   in.read(buf.data(), static_cast<std::streamsize>(n));
   TORCH_CHECK(in.gcount() == static_cast<std::streamsize>(n), "cannot read ", n, " bytes at offset ", pos);
   return buf;
+}
+
+// PyTorchStreamReader's constructor, after opening the zip, takes the folder of the first entry as the
+// archive name and reads <folder>/.data/version or <folder>/version (miniz's lookup ignores case). Anything it
+// then throws on (no such record, a damaged record, a version it cannot parse or does not support) leaks
+// the zip state it opened (~700 bytes, LeakSanitizer in fuzz/), and a version too large for stoull escapes as
+// std::out_of_range. So those are checked here first, for stored records; a deflated one is left to it.
+template <typename Entries>
+void check_version_record(std::istream& in, uint64_t size, const Entries& entries) {
+  TORCH_CHECK(!entries.empty(), "the archive has no files");
+  const std::string& first = entries.front().name;
+  const size_t slash = first.find('/');
+  TORCH_CHECK(slash != std::string::npos, "the first file '", first, "' is not in a folder (torch.save writes one)");
+  const std::string folder = first.substr(0, slash + 1);
+  bool found = false;
+  for (const char* record : {".data/version", "version"}) {
+    for (const auto& e : entries) {
+      if (!iequal(e.name, folder + record)) continue;
+      found = true;
+      if (e.method != 0) continue;
+      TORCH_CHECK(e.comp <= 32, "'", e.name, "' has ", e.comp, " bytes; a version number has a few");
+      const std::string header = read_at(in, e.local, kLocalHeaderSize);
+      TORCH_CHECK(le(header.data(), 4) == kLocalSig, "'", e.name, "' has no local header at offset ", e.local);
+      const uint64_t data = e.local + kLocalHeaderSize + le(header.data() + 26, 2) + le(header.data() + 28, 2);
+      TORCH_CHECK(data <= size && e.comp <= size - data, "'", e.name, "' runs past the end of the file");
+      const std::string text = read_at(in, data, e.comp);
+      TORCH_CHECK(crc32(text) == e.crc, "'", e.name, "' does not match its CRC-32");
+      uint64_t version = 0;
+      try {
+        version = std::stoull(text);  // what LibTorch calls (caffe2::stoull)
+      } catch (const std::exception&) {
+        TORCH_CHECK(false, "'", e.name, "' holds no version number");
+      }
+      TORCH_CHECK(version >= kMinVersion && version <= kMaxVersion, "file format version ", version,
+                  " is not one LibTorch 1.13 reads (", kMinVersion, "..", kMaxVersion, ")");
+    }
+    if (found) break;  // .data/version wins when present, as in LibTorch
+  }
+  TORCH_CHECK(found, "no version record in '", folder, "' (torch.save writes ", folder, "version)");
 }
 
 }  // namespace
@@ -70,6 +130,11 @@ void check_zip_entry_sizes(std::istream& in, uint64_t size) {
               " entries");
   const std::string cd = read_at(in, cd_offset, cd_size);
 
+  struct Entry {
+    std::string name;
+    uint64_t method, comp, local, crc;
+  };
+  std::vector<Entry> listed;
   uint64_t pos = 0;
   for (uint64_t n = 0; n < entries; ++n) {
     TORCH_CHECK(cd_size - pos >= kCentralSize && le(cd.data() + pos, 4) == kCentralSig, "central directory entry ", n,
@@ -108,8 +173,10 @@ void check_zip_entry_sizes(std::istream& in, uint64_t size) {
       TORCH_CHECK(uncomp / kMaxDeflateRatio <= comp, "deflated entry '", name, "' declares ", uncomp,
                   " bytes from ", comp, " compressed ones, more than deflate can expand");
     }
+    listed.push_back({name, method, comp, local, le(h + 16, 4)});
     pos += kCentralSize + name_len + extra_len + comment_len;
   }
+  check_version_record(in, size, listed);
   in.clear();
 }
 

@@ -17,7 +17,8 @@ inline constexpr uint64_t kMaxDeflateRatio = 1032;
 // with the zip64 locator in front of it when present) and checks every central directory entry: method
 // stored or deflated, compressed size and local header inside the archive, uncompressed size equal to the
 // compressed one (stored) or within kMaxDeflateRatio of it (deflated). Throws c10::Error naming the entry
-// and the sizes. `in` is left at an unspecified position with its state cleared.
+// and the sizes. Also checks the version record LibTorch's reader reads while it is being constructed (see
+// zip_bounds.cc: a throw there leaks). `in` is left at an unspecified position with its state cleared.
 void check_zip_entry_sizes(std::istream& in, uint64_t archive_size);
 
 }  // namespace cmn::model::checkpoint_detail
