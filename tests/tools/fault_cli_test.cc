@@ -135,17 +135,14 @@ std::string bundle_command(const std::string& out, int seed, bool force) {
          "/configs/default_vocab.txt --views 4 --seed " + std::to_string(seed) + (force ? " --force" : "");
 }
 
-// The 4-view untrained bundle on the ordinary disk (the model cmn-generate runs).
-std::string untrained_bundle() {
-  static const std::string dir = [] {
-    const fs::path d = temp("cmn_fault_bundle");
-    fs::remove_all(d);
-    const auto r = run(bundle_command(d.string(), 1, false));
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return d.string();
-  }();
-  return dir;
-}
+// Removes a path when the test ends, however it ends (the bundle is over 100 MB).
+struct RemovedAtEnd {
+  fs::path path;
+  ~RemovedAtEnd() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
 
 // `count` one-image studies: the NIH DX instance under new StudyInstanceUIDs.
 std::set<std::string> make_tree(const fs::path& root, int count) {
@@ -175,17 +172,19 @@ std::vector<std::string> error_lines(const std::string& err) {
 }
 
 TEST(FaultCli, ArchiveOutputOnAFullDiskFailsCleanlyAndResumesWhenThereIsSpace) {
-  const fs::path tree = temp("cmn_fault_tree");
-  const auto uids = make_tree(tree, 8);
-  const std::string bundle = untrained_bundle();
+  const RemovedAtEnd tree{temp("cmn_fault_tree")}, bundle{temp("cmn_fault_bundle")};
+  const auto uids = make_tree(tree.path, 8);
+  // The 4-view untrained model, on the ordinary disk.
+  const RunResult made = run(bundle_command(bundle.path.string(), 1, false));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
   Tmpfs disk("cmn_fault_jsonl");
   if (const std::string why = disk.mount(1 << 20); !why.empty()) GTEST_SKIP() << why;
   // Room for the key list (one page) and two pages of output: a few study lines (about 1.5 kB each), not all
-  // eight. The run then hits ENOSPC in the middle of a line.
+  // eight. The run then hits ENOSPC, almost surely part-way through a line (a short write).
   const fs::path filler = disk.fill("filler", 3);
   const fs::path out = disk.dir() / "out.jsonl";
-  const std::string command = std::string(CMN_GENERATE_BIN) + " --bundle " + bundle + " --dicom " + tree.string() +
-                              " --output " + out.string() +
+  const std::string command = std::string(CMN_GENERATE_BIN) + " --bundle " + bundle.path.string() + " --dicom " +
+                              tree.path.string() + " --output " + out.string() +
                               " --max-length 3 --beam-size 1 --threads 1 --batch-size 1 --progress never";
 
   const RunResult full = run(command);
@@ -222,7 +221,6 @@ TEST(FaultCli, ArchiveOutputOnAFullDiskFailsCleanlyAndResumesWhenThereIsSpace) {
     EXPECT_FALSE(j.contains("error")) << line;
   }
   EXPECT_EQ(ids, std::multiset<std::string>(uids.begin(), uids.end()));
-  fs::remove_all(tree);
 }
 
 TEST(FaultCli, BundleWriteOnAFullDiskFailsCleanlyAndKeepsTheOldBundle) {
