@@ -39,7 +39,51 @@ void visit(V& v, BundleInfo& b) {
 
 namespace bundle_detail {
 
+namespace {
+
+// Offset of the first byte that is not part of well-formed UTF-8 (no overlongs, surrogates or code points
+// above U+10FFFF), or npos.
+size_t invalid_utf8_at(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    size_t n;
+    uint32_t cp;
+    if (b < 0x80) {
+      ++i;
+      continue;
+    } else if (b >= 0xc2 && b <= 0xdf) {
+      n = 1, cp = b & 0x1fu;
+    } else if (b >= 0xe0 && b <= 0xef) {
+      n = 2, cp = b & 0x0fu;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      n = 3, cp = b & 0x07u;
+    } else {
+      return i;
+    }
+    if (s.size() - i <= n) return i;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xc0) != 0x80) return i;
+      cp = (cp << 6) | (c & 0x3fu);
+    }
+    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff))) {
+      return i;
+    }
+    i += n + 1;
+  }
+  return std::string::npos;
+}
+
+}  // namespace
+
 absl::StatusOr<BundleInfo> parse_model_yaml(const std::string& text, const std::string& file) {
+  // YAML is Unicode text. yaml-cpp reads other bytes as they are but its emitter writes U+FFFD for them, so
+  // a Latin-1 name or weights file name changed silently between parse_model_yaml and emit_model_yaml
+  // (found by fuzz/bundle_fuzzer.cc's round trip).
+  if (const size_t at = invalid_utf8_at(text); at != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": not UTF-8 text (byte ", at, ")"));
+  }
   CMN_ASSIGN_OR_RETURN(const YAML::Node root, config::parse_document(text, file));
   config::Section top(root, "", file);
   BundleInfo info;

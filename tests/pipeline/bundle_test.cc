@@ -210,6 +210,18 @@ TEST_F(ImportedBundleTest, ModelYamlIsStrict) {
   auto none = read_bundle_info(dir);
   EXPECT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("preprocessing.allowed_modalities"), std::string::npos) << none.status();
+
+  // Finding (fuzz/bundle_fuzzer.cc): YAML is UTF-8 and yaml-cpp's emitter writes U+FFFD for other bytes, so a
+  // Latin-1 name did not survive a write_bundle of what read_bundle_info returned. Such a model.yaml is refused.
+  const std::string name_line = "\nname: ";
+  ASSERT_NE(yaml.find(name_line), std::string::npos) << yaml;
+  std::string latin1 = yaml;
+  latin1.replace(latin1.find(name_line), name_line.size(), "\nname: caf\xe9-");
+  write_all(dir + "/model.yaml", latin1);
+  ASSERT_TRUE(write_sha256sums(dir).ok());
+  auto not_utf8 = read_bundle_info(dir);
+  EXPECT_FALSE(not_utf8.ok());
+  EXPECT_NE(not_utf8.status().message().find("not UTF-8 text (byte "), std::string::npos) << not_utf8.status();
 }
 
 TEST(BundleTest, UntrainedBundleLoadsAndIsMarked) {
