@@ -126,6 +126,16 @@ TEST(CheckpointHostileTest, VersionRecordIsCheckedBeforeLibTorchOpensTheArchive)
   put32(zip, cd + 16, crc);
   const std::string msg = error_of([&] { read_checkpoint_bytes(zip); });
   EXPECT_NE(msg.find("file format version 99 is not one LibTorch 1.13 reads"), std::string::npos) << msg;
+
+  // A deflated version record came back empty from LibTorch's reader, which then threw from its constructor.
+  zip = archive(kStopDict);
+  put16(zip, central_entry(zip, "/version") + 10, 8);
+  EXPECT_NE(error_of([&] { read_checkpoint_bytes(zip); }).find("is compressed"), std::string::npos);
+
+  // Nor one marked encrypted ("unsupported encryption" from the constructor).
+  zip = archive(kStopDict);
+  put16(zip, central_entry(zip, "/version") + 8, 1);
+  EXPECT_NE(error_of([&] { read_checkpoint_bytes(zip); }).find("marked encrypted"), std::string::npos);
 }
 
 // Finding 2: a tensor whose strides overlap (stride 0, as expand() saves) was cloned, allocating its declared
