@@ -104,6 +104,9 @@ absl::StatusOr<PacsState> load_state(const std::string& path) {
       PendingStudy s = pending_from(p);
       state.failed[s.orthanc_id] = s;
     }
+    if (j.contains("settling")) {  // absent in state files of earlier versions
+      for (const auto& id : j.at("settling")) state.settling.insert(id.get<std::string>());
+    }
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("state file '", path, "' is corrupt: ", e.what()));
   }
@@ -119,6 +122,8 @@ absl::Status save_state(const std::string& path, const PacsState& state) {
   for (const auto& [id, p] : state.pending) j["pending"].push_back(pending_json(p));
   j["failed"] = json::array();
   for (const auto& [id, p] : state.failed) j["failed"].push_back(pending_json(p));
+  j["settling"] = json::array();
+  for (const auto& id : state.settling) j["settling"].push_back(id);
   // durable_write.h: the cursor on disk is the old one or the new one, never a torn file.
   const std::string error = durable::write_file(path, j.dump(2) + "\n");
   if (!error.empty()) return absl::InternalError(absl::StrCat("state file: ", error));
@@ -316,8 +321,14 @@ absl::StatusOr<PassResult> PacsLoop::run_once() {
     if (!changes.ok()) return changes.status();
     bool any = false;
     for (const auto& change : changes->value("Changes", json::array())) {
-      if (change.value("ChangeType", std::string()) == "StableStudy") {
+      const std::string type = change.value("ChangeType", std::string());
+      if (type == "NewStudy") {
         const std::string id = change.value("ID", std::string());
+        if (!id.empty()) state_.settling.insert(id);
+      }
+      if (type == "StableStudy") {
+        const std::string id = change.value("ID", std::string());
+        state_.settling.erase(id);
         // A failed study that becomes stable again has new instances: it gets a fresh set of attempts.
         if (!id.empty() && state_.pending.count(id) == 0) {
           state_.failed.erase(id);
@@ -334,6 +345,28 @@ absl::StatusOr<PassResult> PacsLoop::run_once() {
       if (absl::Status saved = save_state(options_.state_file, state_); !saved.ok()) return saved;
     }
     if (changes->value("Done", true) || !moved) break;
+  }
+  // 1b. Studies seen new but never announced stable: Orthanc forgets them when it restarts (see PacsState).
+  bool settled_any = false;
+  for (const std::string& id : std::vector<std::string>(state_.settling.begin(), state_.settling.end())) {
+    auto study = impl_->get_json("/studies/" + id);
+    if (study.status().code() == absl::StatusCode::kNotFound) {  // deleted while it settled
+      state_.settling.erase(id);
+      settled_any = true;
+      continue;
+    }
+    if (!study.ok() || !study->value("IsStable", false)) continue;  // still settling, or ask next pass
+    state_.settling.erase(id);
+    settled_any = true;
+    if (state_.pending.count(id) == 0) {
+      LOG(INFO) << "cmn-pacs: " << id << " is stable but was never announced (Orthanc restarted?): taking it";
+      state_.failed.erase(id);
+      state_.pending[id] = PendingStudy{id, 0, 0, ""};
+      ++result.new_stable_studies;
+    }
+  }
+  if (settled_any) {
+    if (absl::Status saved = save_state(options_.state_file, state_); !saved.ok()) return saved;
   }
   // 2. Every pending study that is due.
   const double now = now_unix();

@@ -152,6 +152,7 @@ inline std::string storescu_proposal(const std::string& transfer_syntax) {
 struct Orthanc {
   int http_port = 0, dicom_port = 0;
   std::string dir;
+  int stable_age_s = 1;                  // Orthanc's StableAge
   std::vector<std::string> lua_scripts;  // Orthanc's "LuaScripts" (callbacks that can hold a store, for fault tests)
   std::unique_ptr<Child> process;
   std::unique_ptr<httplib::Client> client;
@@ -165,7 +166,7 @@ struct Orthanc {
                    {"DicomServerEnabled", dicom_enabled},
                    {"DicomAet", "ORTHANC"},
                    {"DicomCheckCalledAet", false},
-                   {"StableAge", 1},
+                   {"StableAge", stable_age_s},
                    {"RemoteAccessAllowed", false},
                    {"AuthenticationEnabled", false},
                    {"HttpCompressionEnabled", false},

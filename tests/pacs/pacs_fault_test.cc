@@ -104,5 +104,50 @@ TEST_F(PacsFaultTest, OrthancKilledMidStoreAndRestartedEveryStudyGetsExactlyOneS
   EXPECT_TRUE(state->failed.empty());
 }
 
+// Orthanc remembers which studies are still settling only in memory: one that is settling when Orthanc crashes
+// is never announced stable (no StableStudy change) after the restart. A StableAge of an hour keeps the study
+// settling, deterministically, until the crash; the restarted Orthanc calls it stable at once. cmn-pacs must
+// still report it, once.
+TEST_F(PacsFaultTest, StudySettlingWhenOrthancCrashesIsStillReportedOnce) {
+  orthanc_.stable_age_s = 3600;
+  ASSERT_TRUE(orthanc_.start()) << "Orthanc did not start:\n" << read_bytes(dir_->file("orthanc.err"));
+  const int server_port = start_server();
+  ASSERT_GT(server_port, 0) << "cmn-server did not start:\n" << (server_ ? server_->err() : "");
+  start_pacs(server_port);
+  const std::string uploaded = upload(shared_path("data/dicom/chest/gdcm-CR-MONO1-10-chest_explicitLE.dcm"));
+  json studies = orthanc_.get("/studies");
+  ASSERT_TRUE(studies.is_array() && studies.size() == 1u);
+  const std::string study = studies[0].get<std::string>();
+  EXPECT_FALSE(orthanc_.get("/studies/" + study).value("IsStable", true));
+  // cmn-pacs has read the whole change feed (the study's NewStudy included) before the crash.
+  ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] {
+    const json last = orthanc_.get("/changes?last");
+    auto state = load_state(dir_->file("pacs-state.json"));
+    return last.is_object() && state.ok() && state->last_change >= last.value("Last", int64_t{-1});
+  })) << diagnostics();
+
+  orthanc_.process->kill_now();
+  orthanc_.stable_age_s = 1;
+  ASSERT_TRUE(orthanc_.start()) << "Orthanc did not restart:\n" << read_bytes(dir_->file("orthanc.err"));
+  ASSERT_TRUE(orthanc_.get("/studies/" + study).value("IsStable", false));
+
+  // Reported, and settled: the SR's own arrival is announced and read, nothing pending, still one SR.
+  ASSERT_TRUE(wait_for(std::chrono::seconds(120), [&] {
+    if (orthanc_.sr_instances(study).empty() || !orthanc_.get("/studies/" + study).value("IsStable", false)) {
+      return false;
+    }
+    const json last = orthanc_.get("/changes?last");
+    auto state = load_state(dir_->file("pacs-state.json"));
+    return last.is_object() && state.ok() && state->pending.empty() && state->settling.empty() &&
+           state->last_change >= last.value("Last", int64_t{-1});
+  })) << "the study that was settling at the crash was never reported\n" << diagnostics();
+  expect_sr_matches_server(study, server_port, {uploaded});
+  pacs_->stop();
+  auto state = load_state(dir_->file("pacs-state.json"));
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->done.size(), 1u);
+  EXPECT_TRUE(state->failed.empty());
+}
+
 }  // namespace
 }  // namespace cmn::pacs::testing

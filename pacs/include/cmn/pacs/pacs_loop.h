@@ -17,6 +17,8 @@
 //   cannot mend (the server finds no usable image: INVALID_ARGUMENT; the PACS refuses the SR; the study was
 //   deleted) go to `failed` at once.
 //   A failed study that becomes stable again (new instances arrived) gets a fresh set of attempts.
+// - Orthanc restarts: a study that was still settling when Orthanc stopped is never announced stable again;
+//   cmn-pacs remembers new studies (NewStudy) until they are announced and asks Orthanc about the rest.
 // - Never twice: a study is reported once per (StudyInstanceUID, model version) — the key is kept in `done`
 //   and checked before any work, so the SR's own arrival (which makes the study stable again) and restarts
 //   do not make a second SR.
@@ -82,6 +84,10 @@ struct PacsState {
   std::set<std::string> done;                 // "<StudyInstanceUID>|<model version>"
   std::map<std::string, PendingStudy> pending;  // by Orthanc study ID
   std::map<std::string, PendingStudy> failed;   // gave up after max_attempts
+  // Orthanc IDs of studies seen new (NewStudy) but not yet announced stable. Orthanc tracks "not yet stable" in
+  // memory only: a study still settling when Orthanc stops never gets its StableStudy change after the restart,
+  // so each pass asks Orthanc about these and takes one it now calls stable as if it had been announced.
+  std::set<std::string> settling;
 };
 
 // Reads the state file; a missing file is a fresh state, a corrupt one an error naming the file.
