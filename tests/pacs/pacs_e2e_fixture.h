@@ -264,6 +264,23 @@ class PacsEndToEndTest : public ::testing::Test {
     return info.ok() ? info->sop_instance_uid : "";
   }
 
+  // cmn-pacs has caught up: every study in Orthanc is stable again (an SR's arrival unsettles its study, then
+  // Orthanc logs StableStudy), cmn-pacs has read every change Orthanc logged and has nothing pending. Only then
+  // is "still one SR" a finding: after a fixed sleep, a slow or loaded machine may not have looked yet.
+  bool pacs_settled(std::chrono::seconds limit = std::chrono::seconds(120)) {
+    return wait_for(limit, [&] {
+      const json studies = orthanc_.get("/studies");
+      if (!studies.is_array()) return false;
+      for (const auto& s : studies) {
+        if (!orthanc_.get("/studies/" + s.get<std::string>()).value("IsStable", false)) return false;
+      }
+      const json last = orthanc_.get("/changes?last");
+      auto state = load_state(dir_->file("pacs-state.json"));
+      return last.is_object() && state.ok() && state->pending.empty() &&
+             state->last_change >= last.value("Last", int64_t{-1});
+    });
+  }
+
   std::string diagnostics() const {
     std::string out;
     if (pacs_) out += "--- cmn-pacs stderr:\n" + pacs_->err();

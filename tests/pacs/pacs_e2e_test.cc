@@ -56,7 +56,7 @@ TEST_F(PacsEndToEndTest, EveryUploadedStudyGetsOneSrMatchingTheServersReport) {
   std::cout << "[ e2e ] " << study_uids.size() << " studies reported in " << seconds << " s" << std::endl;
 
   // The SR's own arrival makes each study stable again: after that has been seen, still one SR per study.
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_TRUE(pacs_settled()) << diagnostics();
   for (const auto& s : studies) expect_sr_matches_server(s.get<std::string>(), server_port, uploaded);
 
   // Logs carry no patient identifiers (those of the uploaded files).
@@ -130,7 +130,7 @@ TEST_F(PacsEndToEndTest, StowRsModeStoresTheSrIntoTheStudy) {
   const std::string study = json::parse(posted->body).value("ParentStudy", std::string());
   ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] { return !orthanc_.sr_instances(study).empty(); }))
       << diagnostics();
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_TRUE(pacs_settled()) << diagnostics();
   expect_sr_matches_server(study, server_port, {"1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888"});
   pacs_->stop();
   EXPECT_NE(pacs_->err().find("store=stow"), std::string::npos) << pacs_->err();
@@ -154,7 +154,7 @@ TEST_F(PacsEndToEndTest, InProcessModeWritesTheSameReportAsTheServer) {
   }
   ASSERT_TRUE(wait_for(std::chrono::seconds(90), [&] { return !orthanc_.sr_instances(study).empty(); }))
       << diagnostics();
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_TRUE(pacs_settled()) << diagnostics();
   expect_sr_matches_server(study, server_port, uploaded);
   pacs_->stop();
   EXPECT_NE(pacs_->err().find("in_process"), std::string::npos) << pacs_->err();
@@ -237,7 +237,7 @@ TEST_F(PacsEndToEndTest, StoreFailsWhileOrthancsDicomPortIsDownThenSucceeds) {
   ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] { return !orthanc_.sr_instances(study).empty(); }))
       << diagnostics();
   std::set<std::string> uploaded = {"1.2.392.200036.9125.0.19950720112207"};
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_TRUE(pacs_settled()) << diagnostics();
   expect_sr_matches_server(study, server_port, uploaded);
   pacs_->stop();
   auto final_state = load_state(dir_->file("pacs-state.json"));
@@ -263,7 +263,7 @@ TEST_F(PacsEndToEndTest, FhirUrlPostsTheReportAfterTheSrAndRetriesWithoutASecond
   ASSERT_TRUE(posted && posted->status == 200);
   const std::string study = json::parse(posted->body).value("ParentStudy", std::string());
   ASSERT_TRUE(wait_for(std::chrono::seconds(90), [&] { return fhir.received().size() >= 3; })) << diagnostics();
-  std::this_thread::sleep_for(std::chrono::seconds(3));  // the SR's arrival must not report the study again
+  ASSERT_TRUE(pacs_settled()) << diagnostics();  // the SR's arrival must not report the study again
   pacs_->stop();
 
   const auto got = fhir.received();
