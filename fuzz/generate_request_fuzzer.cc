@@ -5,10 +5,11 @@
 // images must be the model input size.
 //
 // What is not linked, and why: ReportServiceImpl itself (auth, resolve_decoding, the engine admission) lives
-// in cmn_server, which pulls the whole model/engine/pipeline chain: over an hour of clang on this project's
-// two cores. The options below are what the service derives from the untrained demo bundle (views 2, CR/DX/DR)
-// and the default `limits:` (server/config.h), except max_pixels, capped as in the DICOM fuzzer so one input
-// cannot decode 50 megapixels within the 2 GB RSS limit.
+// in cmn_server, which pulls the whole model/engine/pipeline chain (some 60 translation units, most with
+// LibTorch's headers, at about a minute each under clang on two cores). The options below are what the
+// service derives from the untrained demo bundle (views 2, CR/DX/DR) and the default `limits:`
+// (server/config.h), except max_pixels, capped as in the DICOM fuzzer so that one input cannot decode
+// 50 megapixels within the 2 GB RSS limit.
 #include <cstddef>
 #include <cstdint>
 #include <string>
