@@ -1,5 +1,6 @@
 // Runs cmn-dicom-png as a user would: PNG names, exit status, one stderr line per failed file.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -23,7 +24,10 @@ struct RunResult {
 };
 
 RunResult run(const std::string& arguments) {
-  const fs::path err_file = fs::path(::testing::TempDir()) / "cmn_dicom_png_stderr.txt";
+  // One file per test process: ctest -j runs this binary's tests side by side, and a shared name let one
+  // test read another's stderr.
+  const fs::path err_file =
+      fs::path(::testing::TempDir()) / ("cmn_dicom_png_stderr_" + std::to_string(::getpid()) + ".txt");
   RunResult r;
   const int status = std::system((std::string(CMN_DICOM_PNG_BIN) + " " + arguments + " 2>" + err_file.string() +
                                   " >/dev/null").c_str());
