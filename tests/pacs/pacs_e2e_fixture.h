@@ -180,7 +180,7 @@ struct Orthanc {
     process = std::make_unique<Child>(std::vector<std::string>{kOrthanc, dir + "/orthanc.json"}, dir + "/orthanc");
     client = std::make_unique<httplib::Client>("127.0.0.1", http_port);
     client->set_connection_timeout(2, 0);
-    return wait_for(std::chrono::seconds(30), [&] {
+    return wait_for(std::chrono::seconds(240), [&] {
       auto r = client->Get("/system");
       return r && r->status == 200;
     });
@@ -227,7 +227,7 @@ class PacsEndToEndTest : public ::testing::Test {
                                  "sr.uid_root=1.2.826.0.1.3680043.10.543.42"},
         dir_->file("server"));
     int port = 0;
-    wait_for(std::chrono::seconds(60), [&] {
+    wait_for(std::chrono::seconds(240), [&] {
       const std::string out = server_->out();
       const size_t at = out.find("listening port=");
       if (at != std::string::npos) port = std::atoi(out.c_str() + at + 15);

@@ -43,7 +43,7 @@ TEST_F(PacsEndToEndTest, EveryUploadedStudyGetsOneSrMatchingTheServersReport) {
 
   // Every study holds an SR within a bounded time.
   json studies;
-  const bool all = wait_for(std::chrono::seconds(90), [&] {
+  const bool all = wait_for(std::chrono::seconds(240), [&] {
     studies = orthanc_.get("/studies");
     if (!studies.is_array() || studies.size() != study_uids.size()) return false;
     for (const auto& s : studies) {
@@ -51,7 +51,7 @@ TEST_F(PacsEndToEndTest, EveryUploadedStudyGetsOneSrMatchingTheServersReport) {
     }
     return true;
   });
-  ASSERT_TRUE(all) << "not every study got an SR within 90 s\n" << diagnostics();
+  ASSERT_TRUE(all) << "not every study got an SR within 240 s\n" << diagnostics();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   std::cout << "[ e2e ] " << study_uids.size() << " studies reported in " << seconds << " s" << std::endl;
 
@@ -75,7 +75,7 @@ TEST_F(PacsEndToEndTest, EveryUploadedStudyGetsOneSrMatchingTheServersReport) {
   // Even with its state file lost, a new cmn-pacs replays the whole change feed and finds the SRs already there.
   fs::remove(dir_->file("pacs-state.json"));
   start_pacs(server_port);
-  ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] {
+  ASSERT_TRUE(wait_for(std::chrono::seconds(240), [&] {
     auto replayed = load_state(dir_->file("pacs-state.json"));
     return replayed.ok() && replayed->done.size() == study_uids.size() && replayed->pending.empty();
   })) << diagnostics();
@@ -128,7 +128,7 @@ TEST_F(PacsEndToEndTest, StowRsModeStoresTheSrIntoTheStudy) {
   auto posted = orthanc_.client->Post("/instances", image, "application/dicom");
   ASSERT_TRUE(posted && posted->status == 200);
   const std::string study = json::parse(posted->body).value("ParentStudy", std::string());
-  ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] { return !orthanc_.sr_instances(study).empty(); }))
+  ASSERT_TRUE(wait_for(std::chrono::seconds(240), [&] { return !orthanc_.sr_instances(study).empty(); }))
       << diagnostics();
   ASSERT_TRUE(pacs_settled()) << diagnostics();
   expect_sr_matches_server(study, server_port, {"1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888"});
@@ -152,7 +152,7 @@ TEST_F(PacsEndToEndTest, InProcessModeWritesTheSameReportAsTheServer) {
     ASSERT_TRUE(info.ok());
     uploaded.insert(info->sop_instance_uid);
   }
-  ASSERT_TRUE(wait_for(std::chrono::seconds(90), [&] { return !orthanc_.sr_instances(study).empty(); }))
+  ASSERT_TRUE(wait_for(std::chrono::seconds(240), [&] { return !orthanc_.sr_instances(study).empty(); }))
       << diagnostics();
   ASSERT_TRUE(pacs_settled()) << diagnostics();
   expect_sr_matches_server(study, server_port, uploaded);
@@ -171,7 +171,7 @@ TEST_F(PacsEndToEndTest, StudyTheServerRefusesIsReportedFailedAtOnce) {
   auto posted = orthanc_.client->Post("/instances", mr, "application/dicom");
   ASSERT_TRUE(posted && posted->status == 200);
   const std::string study = json::parse(posted->body).value("ParentStudy", std::string());
-  ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] {
+  ASSERT_TRUE(wait_for(std::chrono::seconds(240), [&] {
     auto state = load_state(dir_->file("pacs-state.json"));
     return state.ok() && state->failed.count(study) == 1;
   })) << diagnostics();
@@ -220,7 +220,7 @@ TEST_F(PacsEndToEndTest, StoreFailsWhileOrthancsDicomPortIsDownThenSucceeds) {
   auto posted = orthanc_.client->Post("/instances", image, "application/dicom");
   ASSERT_TRUE(posted && posted->status == 200);
   // Wait until cmn-pacs has failed at least twice on the store.
-  ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] {
+  ASSERT_TRUE(wait_for(std::chrono::seconds(240), [&] {
     auto state = load_state(dir_->file("pacs-state.json"));
     return state.ok() && !state->pending.empty() && state->pending.begin()->second.attempts >= 2;
   })) << diagnostics();
@@ -234,7 +234,7 @@ TEST_F(PacsEndToEndTest, StoreFailsWhileOrthancsDicomPortIsDownThenSucceeds) {
   // Orthanc back with its DICOM port (same storage, same ports).
   orthanc_.process->stop();
   ASSERT_TRUE(orthanc_.start(/*dicom_enabled=*/true)) << read_bytes(dir_->file("orthanc.err"));
-  ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] { return !orthanc_.sr_instances(study).empty(); }))
+  ASSERT_TRUE(wait_for(std::chrono::seconds(240), [&] { return !orthanc_.sr_instances(study).empty(); }))
       << diagnostics();
   std::set<std::string> uploaded = {"1.2.392.200036.9125.0.19950720112207"};
   ASSERT_TRUE(pacs_settled()) << diagnostics();
@@ -262,7 +262,7 @@ TEST_F(PacsEndToEndTest, FhirUrlPostsTheReportAfterTheSrAndRetriesWithoutASecond
   auto posted = orthanc_.client->Post("/instances", image, "application/dicom");
   ASSERT_TRUE(posted && posted->status == 200);
   const std::string study = json::parse(posted->body).value("ParentStudy", std::string());
-  ASSERT_TRUE(wait_for(std::chrono::seconds(90), [&] { return fhir.received().size() >= 3; })) << diagnostics();
+  ASSERT_TRUE(wait_for(std::chrono::seconds(240), [&] { return fhir.received().size() >= 3; })) << diagnostics();
   ASSERT_TRUE(pacs_settled()) << diagnostics();  // the SR's arrival must not report the study again
   pacs_->stop();
 

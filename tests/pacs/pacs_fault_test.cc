@@ -52,7 +52,7 @@ TEST_F(PacsFaultTest, OrthancKilledMidStoreAndRestartedEveryStudyGetsExactlyOneS
   ASSERT_GE(study_uids.size(), 3u);
   // Every study stable first: Orthanc tracks "not yet stable" in memory, and whether a study still settling at a
   // crash is announced after the restart is a different fault from this test's (a store cut off mid-way).
-  ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] {
+  ASSERT_TRUE(wait_for(std::chrono::seconds(240), [&] {
     const json studies = orthanc_.get("/studies");
     if (!studies.is_array() || studies.size() != study_uids.size()) return false;
     for (const auto& s : studies) {
@@ -120,7 +120,7 @@ TEST_F(PacsFaultTest, StudySettlingWhenOrthancCrashesIsStillReportedOnce) {
   const std::string study = studies[0].get<std::string>();
   EXPECT_FALSE(orthanc_.get("/studies/" + study).value("IsStable", true));
   // cmn-pacs has read the whole change feed (the study's NewStudy included) before the crash.
-  ASSERT_TRUE(wait_for(std::chrono::seconds(60), [&] {
+  ASSERT_TRUE(wait_for(std::chrono::seconds(240), [&] {
     const json last = orthanc_.get("/changes?last");
     auto state = load_state(dir_->file("pacs-state.json"));
     return last.is_object() && state.ok() && state->last_change >= last.value("Last", int64_t{-1});
