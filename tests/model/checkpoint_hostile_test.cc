@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cmn/model/checkpoint.h"
+#include "model/c10_error.h"
 
 namespace cmn::model {
 namespace {
@@ -30,16 +31,7 @@ std::string archive(const std::string& data_pkl, const std::map<std::string, std
   return out;
 }
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  ADD_FAILURE() << "expected a c10::Error";
-  return "";
-}
+using cmn::testing::error_of;
 
 uint32_t le32(const std::string& s, size_t at) {
   uint32_t v;

@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include "model/c10_error.h"
+
 namespace cmn::model {
 namespace {
 
@@ -39,17 +41,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   ASSERT_TRUE(out.good()) << path;
 }
 
-// Runs `fn`, expects a c10::Error, returns its message (without the C++ backtrace).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  ADD_FAILURE() << "expected a c10::Error";
-  return "";
-}
+using cmn::testing::error_of;
 
 // A zip in torch.save's layout, with whatever data.pkl and records the test wants. The folder name inside
 // the zip is the file's stem (PyTorchStreamWriter's rule).

@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include "model/c10_error.h"
+
 namespace cmn::model {
 namespace {
 
@@ -175,17 +177,7 @@ double sum_of(const std::vector<float>& v) {
   return s;
 }
 
-// Runs `fn`, expects a c10::Error, returns its message (without the C++ backtrace).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  ADD_FAILURE() << "expected a c10::Error";
-  return "";
-}
+using cmn::testing::error_of;
 
 constexpr double kTol = 1e-5;
 
