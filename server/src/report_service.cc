@@ -286,7 +286,9 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
       !over.empty()) {
     return absl::ResourceExhaustedError(over);
   }
-  const int64_t decode_budget = options_.limits.max_request_mb * (int64_t{1} << 20) - request_bytes - state.total();
+  // At least 1 byte: 0 would mean "no ceiling" to assemble_study.
+  const int64_t decode_budget =
+      std::max<int64_t>(1, options_.limits.max_request_mb * (int64_t{1} << 20) - request_bytes - state.total());
 
   // 2. A place in the engine, or RESOURCE_EXHAUSTED at once.
   CMN_ASSIGN_OR_RETURN(Engine::Slot slot, engine_->admit());
