@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -28,10 +27,9 @@
 #include "cmn/pipeline/dicom_sr.h"
 #include "cmn/preprocessing/dicom.h"
 #include "cmn/v1/report_service.grpc.pb.h"
+#include "common/child_process.h"
 #include "common/sr_validators.h"
 #include "pacs/pacs_test_util.h"
-
-extern char** environ;
 
 namespace cmn::pacs::testing {
 
@@ -41,60 +39,7 @@ using Clock = std::chrono::steady_clock;
 constexpr char kOrthanc[] = "/usr/sbin/Orthanc";
 constexpr char kDicomWebPlugin[] = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 
-// A child process (stdout/stderr to files) that is killed and reaped when it goes out of scope.
-class Child {
- public:
-  Child(const std::vector<std::string>& argv, const std::string& log_base) : log_base_(log_base) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, (log_base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, (log_base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) pid_ = -1;
-  }
-  ~Child() { stop(); }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  bool running() const { return pid_ > 0; }
-  // SIGTERM, then SIGKILL after 10 s.
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    const auto until = Clock::now() + std::chrono::seconds(10);
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (Clock::now() > until) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    pid_ = -1;
-  }
-  // A signal now (SIGSTOP freezes it: it holds its sockets open but answers nothing).
-  void signal(int sig) const {
-    if (pid_ > 0) ::kill(pid_, sig);
-  }
-  // SIGKILL (a crash, also of a stopped process) and reap.
-  void kill_now() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-  std::string out() const { return read_bytes(log_base_ + ".out"); }
-  std::string err() const { return read_bytes(log_base_ + ".err"); }
-
- private:
-  pid_t pid_ = -1;
-  std::string log_base_;
-};
+using Child = cmn::testing::ChildProcess;
 
 inline int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

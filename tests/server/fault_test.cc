@@ -4,7 +4,6 @@
 // the calls that must fail are held in flight with SIGSTOP (a stopped process cannot answer), and deadlines are
 // only generous bounds against a hang.
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -13,79 +12,28 @@
 
 #include <gtest/gtest.h>
 
+#include "common/child_process.h"
 #include "server_test_util.h"
-
-extern char** environ;
 
 namespace cmn::server {
 namespace {
 
 using namespace cmn::server::testing;  // NOLINT: test helpers
 using Clock = std::chrono::steady_clock;
+using cmn::testing::ChildProcess;
 
-// cmn-server as a child process (stdout and stderr in files), killed and reaped when it goes out of scope.
-class ServerProcess {
- public:
-  ServerProcess(const std::vector<std::string>& argv, const std::string& log_base) : log_base_(log_base) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, (log_base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, (log_base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    EXPECT_EQ(rc, 0) << "cannot run " << argv[0];
-    if (rc != 0) pid_ = -1;
+// The gRPC port from cmn-server's start line ("cmn-server listening port=N ..."), 0 if it exited or took over
+// 2 minutes (a bound, not an expectation: loading the model takes seconds).
+int wait_listening(ChildProcess& server) {
+  const std::regex line("listening port=(\\d+)");
+  std::smatch match;
+  for (const auto until = Clock::now() + std::chrono::minutes(2); Clock::now() < until;) {
+    const std::string text = server.out();
+    if (std::regex_search(text, match, line)) return std::stoi(match[1].str());
+    if (server.wait_for(std::chrono::milliseconds(100)) != -1) return 0;
   }
-  ~ServerProcess() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      wait_for(std::chrono::seconds(30));
-    }
-  }
-  ServerProcess(const ServerProcess&) = delete;
-  ServerProcess& operator=(const ServerProcess&) = delete;
-
-  // The exit code (128 + signal when killed), or -1 if it is still running after `timeout`.
-  int wait_for(std::chrono::milliseconds timeout) {
-    if (exited_ || pid_ <= 0) return code_;
-    const auto until = Clock::now() + timeout;
-    do {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        return code_;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    } while (Clock::now() < until);
-    return -1;
-  }
-  void signal(int sig) const { ::kill(pid_, sig); }
-  std::string out() const { return read_bytes(log_base_ + ".out"); }
-  std::string err() const { return read_bytes(log_base_ + ".err"); }
-
-  // The gRPC port from the start line ("cmn-server listening port=N ..."), 0 if it exited or took over 2
-  // minutes (a bound, not an expectation: loading the model takes seconds).
-  int wait_listening() {
-    const std::regex line("listening port=(\\d+)");
-    std::smatch match;
-    for (const auto until = Clock::now() + std::chrono::minutes(2); Clock::now() < until;) {
-      const std::string text = out();
-      if (std::regex_search(text, match, line)) return std::stoi(match[1].str());
-      if (wait_for(std::chrono::milliseconds(100)) != -1) return 0;
-    }
-    return 0;
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::string log_base_;
-  bool exited_ = false;
-  int code_ = -1;
-};
+  return 0;
+}
 
 std::vector<std::string> server_argv(int port) {
   return {CMN_SERVER_BIN, "--config", source_path("configs/server.yaml"), "model.bundle=" + untrained_bundle_dir(),
@@ -102,8 +50,8 @@ struct Outcome {
 
 TEST(ServerFaultTest, SigkillMidBatchGivesClientsUnavailableAndARestartedServerServes) {
   ScopedDir dir("sigkill");
-  auto first = std::make_unique<ServerProcess>(server_argv(0), dir.file("server1"));
-  const int port = first->wait_listening();
+  auto first = std::make_unique<ChildProcess>(server_argv(0), dir.file("server1"));
+  const int port = wait_listening(*first);
   ASSERT_GT(port, 0) << first->err();
   const std::string address = "127.0.0.1:" + std::to_string(port);
   // One channel for every call, as an integration engine keeps one: after the restart it must recover by itself.
@@ -195,8 +143,8 @@ TEST(ServerFaultTest, SigkillMidBatchGivesClientsUnavailableAndARestartedServerS
 
   // 3. A new server on the same port serves the same channel (wait_for_ready: the channel may be backing off
   //    between reconnect attempts when the call starts).
-  ServerProcess second(server_argv(port), dir.file("server2"));
-  ASSERT_EQ(second.wait_listening(), port) << second.err();
+  ChildProcess second(server_argv(port), dir.file("server2"));
+  ASSERT_EQ(wait_listening(second), port) << second.err();
   grpc::ClientContext context;
   set_deadline(&context, kBound);
   context.set_wait_for_ready(true);

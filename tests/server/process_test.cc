@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -15,69 +14,19 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include "common/child_process.h"
 #include "server_test_util.h"
-
-extern char** environ;
 
 namespace cmn::server {
 namespace {
 
 using namespace cmn::server::testing;  // NOLINT: test helpers
+using cmn::testing::ChildProcess;
 using Clock = std::chrono::steady_clock;
-
-// A child process with stdout and stderr in files.
-class Process {
- public:
-  Process(const std::vector<std::string>& argv, const std::string& out_file, const std::string& err_file)
-      : out_(out_file), err_(err_file) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    EXPECT_EQ(rc, 0) << "cannot run " << argv[0];
-    if (rc != 0) pid_ = -1;
-  }
-  ~Process() {
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      wait_for(std::chrono::seconds(10));
-    }
-  }
-  // The exit code, or -1 on timeout (the process keeps running), or 128 + signal.
-  int wait_for(std::chrono::milliseconds timeout) {
-    if (exited_) return code_;
-    const auto until = Clock::now() + timeout;
-    while (Clock::now() < until) {
-      int status = 0;
-      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        return code_;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return -1;
-  }
-  void signal(int sig) { ::kill(pid_, sig); }
-  std::string out() const { return read_bytes(out_); }
-  std::string err() const { return read_bytes(err_); }
-
- private:
-  pid_t pid_ = -1;
-  std::string out_, err_;
-  bool exited_ = false;
-  int code_ = -1;
-};
 
 // Runs to completion (at most 5 minutes).
 int run(const std::vector<std::string>& argv, const ScopedDir& dir, std::string* out = nullptr, std::string* err = nullptr) {
-  Process p(argv, dir.file("run.out"), dir.file("run.err"));
+  ChildProcess p(argv, dir.file("run"));
   const int code = p.wait_for(std::chrono::minutes(5));
   if (out != nullptr) *out = p.out();
   if (err != nullptr) *err = p.err();
@@ -165,13 +114,14 @@ TEST(ServerProcessTest, CheckRefusesACudaDeviceWithoutCudaNamingIt) {
 
 TEST(ServerProcessTest, SigtermDrainsInFlightCallsAndExitsZero) {
   ScopedDir dir("sigterm");
-  Process server({kServerBin, "--config", source_path("configs/server.yaml"), "model.bundle=" + untrained_bundle_dir(),
-                  "server.host=127.0.0.1", "server.port=0", "metrics.host=127.0.0.1", "metrics.port=0",
-                  "model.threads=1", "server.shutdown_grace_s=60",
-                  // A study waits up to 10 min for a batch partner that never comes: the call below is in flight
-                  // when SIGTERM arrives however fast this machine decodes; draining must not wait that window.
-                  "engine.max_batch_size=2", "engine.max_queue_delay_ms=600000"},
-                 dir.file("server.out"), dir.file("server.err"));
+  ChildProcess server({kServerBin, "--config", source_path("configs/server.yaml"),
+                       "model.bundle=" + untrained_bundle_dir(), "server.host=127.0.0.1", "server.port=0",
+                       "metrics.host=127.0.0.1", "metrics.port=0", "model.threads=1", "server.shutdown_grace_s=60",
+                       // A study waits up to 10 min for a batch partner that never comes: the call below is in
+                       // flight when SIGTERM arrives however fast this machine decodes; draining must not wait
+                       // that window.
+                       "engine.max_batch_size=2", "engine.max_queue_delay_ms=600000"},
+                      dir.file("server"));
   // "cmn-server listening port=N metrics_port=M"
   std::smatch match;
   std::string out;
