@@ -24,6 +24,7 @@
 #include "common/fhir_validator.h"
 #include "common/run_command.h"
 #include "common/sr_validators.h"
+#include "tools/generate_summary.h"
 
 namespace {
 
@@ -56,14 +57,7 @@ std::vector<nlohmann::json> json_lines(const std::string& text) {
   return lines;
 }
 
-// The summary JSON cmn-generate prints last on stderr.
-nlohmann::json summary_of(const std::string& err) {
-  const std::string tag = "cmn-generate: summary: ";
-  const auto at = err.rfind(tag);
-  if (at == std::string::npos) return nlohmann::json();
-  const auto end = err.find('\n', at);
-  return nlohmann::json::parse(err.substr(at + tag.size(), end - at - tag.size()));
-}
+using cmn::testing::summary_of;
 
 std::string untrained_bundle() {
   static const std::string dir = [] {

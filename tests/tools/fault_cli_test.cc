@@ -25,6 +25,7 @@
 #include "dcmtk/dcmdata/dctk.h"
 
 #include "common/run_command.h"
+#include "tools/generate_summary.h"
 
 namespace {
 
@@ -122,13 +123,7 @@ std::vector<std::string> lines_of(const std::string& text) {
   return lines;
 }
 
-nlohmann::json summary_of(const std::string& err) {
-  const std::string tag = "cmn-generate: summary: ";
-  const auto at = err.rfind(tag);
-  if (at == std::string::npos) return nlohmann::json();
-  const auto end = err.find('\n', at);
-  return nlohmann::json::parse(err.substr(at + tag.size(), end - at - tag.size()));
-}
+using cmn::testing::summary_of;
 
 std::string bundle_command(const std::string& out, int seed, bool force) {
   return std::string(CMN_BUNDLE_BIN) + " init-untrained --out " + out + " --vocab " + CMN_SOURCE_DIR +
