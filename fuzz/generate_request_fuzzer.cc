@@ -1,47 +1,58 @@
-// cmn-generate-request-fuzzer: any bytes as a serialized cmn.v1.GenerateReportRequest, taken as far as
-// cmn-server takes a request before the engine: the protobuf parse gRPC does, the instance count limit, and
-// ReportServiceImpl::preprocess's study assembly (every instance's DICOM bytes -> view slots, skipped
-// instances, model inputs; preprocessing::assemble_study). Must give a study or an error status; a study's
-// images must be the model input size.
+// cmn-generate-request-fuzzer: any bytes as a serialized cmn.v1.GenerateReportRequest, taken through what
+// ReportServiceImpl does with a request before the engine, with the very functions it calls
+// (server/request_intake.h): the protobuf parse gRPC does, plan_request (instance limits, require_trained_model,
+// resolve_decoding's overrides and clamps, the request memory estimate against limits.max_request_mb) and
+// assemble_request_study (every instance's DICOM bytes -> view slots, skipped instances, model inputs, decoding
+// within the memory budget). Each must give a result or an error status; an accepted study's views must be the
+// model input size.
 //
-// What is not linked, and why: ReportServiceImpl itself (auth, resolve_decoding, the engine admission) lives
-// in cmn_server, which pulls the whole model/engine/pipeline chain (some 60 translation units, most with
-// LibTorch's headers, at about a minute each under clang on two cores). The options below are what the
-// service derives from the untrained demo bundle (views 2, CR/DX/DR) and the default `limits:`
-// (server/config.h), except max_pixels, capped as in the DICOM fuzzer so that one input cannot decode
-// 50 megapixels within the 2 GB RSS limit.
+// Settings: the server's default `limits:` (server/config.h: 16 instances, 50 megapixels, max_request_mb 2048)
+// and the untrained demo bundle's model (full-size R2GenCMN, iu_xray, 2 views, CR/DX/DR). The memory ceiling is
+// what bounds one input's decoding here, as in the server: run with -rss_limit_mb=3072 (fuzz/README.md).
+//
+// Not here, because they read the gRPC call rather than its bytes: authentication (metadata), the deadline,
+// the engine's admission slot and the preprocess concurrency gate (tests/server cover them).
 #include <cstddef>
 #include <cstdint>
-#include <string>
-#include <vector>
 
-#include "cmn/preprocessing/dicom.h"
-#include "cmn/v1/report_service.pb.h"
+#include "cmn/server/request_intake.h"
 
 namespace {
 
-constexpr int kMaxInstances = 16;  // LimitsOptions::max_instances default
+struct Server {
+  cmn::pipeline::BundleInfo model;
+  cmn::server::LimitsOptions limits;
+  cmn::preprocessing::StudyOptions study;
+};
+
+const Server& server() {
+  static const Server* s = [] {
+    auto* out = new Server;
+    out->model.name = "fuzz-demo";
+    out->model.untrained = true;
+    out->model.config.views = 2;
+    out->study = cmn::server::study_options_for(out->model, cmn::server::StudyConfig(), out->limits);
+    return out;
+  }();
+  return *s;
+}
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   cmn::v1::GenerateReportRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;  // gRPC answers INTERNAL/INVALID_ARGUMENT
-  if (request.instances_size() == 0 || request.instances_size() > kMaxInstances) return 0;  // refused up front
-
-  std::vector<cmn::preprocessing::InstanceInput> inputs;
-  inputs.reserve(static_cast<size_t>(request.instances_size()));
-  for (int i = 0; i < request.instances_size(); ++i) {
-    inputs.push_back({"instance[" + std::to_string(i) + "]", request.instances(i).data()});
+  const Server& s = server();
+  auto plan = cmn::server::plan_request(request, s.model, s.study, s.limits);
+  if (!plan.ok()) return 0;
+  if (plan->decoding.beam_size < 1 || plan->decoding.beam_size > s.limits.max_beam_size ||
+      plan->decoding.max_length < 1 || plan->decoding.max_length > s.limits.max_length || plan->decode_budget < 1) {
+    __builtin_trap();  // the limits must hold for every request the engine is given
   }
-  cmn::preprocessing::StudyOptions options;
-  options.views = 2;
-  options.read.max_pixels = 16'000'000;
-  options.read.max_dimension = 16384;
-  auto study = cmn::preprocessing::assemble_study(inputs, options);
+  auto study = cmn::server::assemble_request_study(request, s.study, plan->decode_budget, s.limits);
   if (study.ok()) {
-    const size_t want = static_cast<size_t>(3 * options.image.size * options.image.size);
-    if (study->images.size() != static_cast<size_t>(options.views)) __builtin_trap();
+    const size_t want = static_cast<size_t>(3 * s.study.image.size * s.study.image.size);
+    if (study->images.size() != static_cast<size_t>(s.study.views)) __builtin_trap();
     for (const auto& image : study->images) {
       if (image.data.size() != want) __builtin_trap();
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seeds for cmn-generate-request-fuzzer: serialized cmn.v1.GenerateReportRequest messages around tiny made-up
 DICOM instances (16x16 CR PA, DX lateral MONOCHROME1, its RLE copy, an 8x8 CT, a Basic Text SR without
-pixels; no patient data). Needs DCMTK's dump2dcm and dcmcrle, and protoc (its --encode from text format).
+pixels; no patient data), some with decoding and output options. Needs DCMTK's dump2dcm and dcmcrle, and protoc (its --encode from text format).
 
     python3 fuzz/make_request_seeds.py fuzz/corpus/generate_request
 """
@@ -58,6 +58,11 @@ def main():
         request(work, out_dir, "pa_only", ["pa"])
         request(work, out_dir, "pa_lat_rle", ["pa", "lat_rle"])
         request(work, out_dir, "mixed", ["pa", "ct", "sr", "lat", "pa"], "require_trained_model: true\n")
+        # The decoding overrides and output options resolve_decoding and the memory estimate read.
+        request(work, out_dir, "sample_clamped", ["pa", "lat"],
+                'decoding { method: DECODING_METHOD_SAMPLE beam_size: 99 max_length: 1000 temperature: 0.7 '
+                'seed: 7 }\noutput { attention_maps: true dicom_sr: true }\n')
+        request(work, out_dir, "greedy_negative", ["pa"], 'decoding { method: DECODING_METHOD_GREEDY beam_size: -1 }\n')
 
 
 if __name__ == "__main__":

@@ -33,15 +33,6 @@ TokenAttention to_token_attention(const torch::Tensor& t) {
 
 }  // namespace
 
-absl::Status validate_decoding(const model::DecodingOptions& decoding) {
-  try {
-    model::validate_decoding_options(decoding);
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(e.msg());
-  }
-  return absl::OkStatus();
-}
-
 struct Replica::Impl {
   torch::Device device{torch::kCPU};
   model::R2GenCMN network{nullptr};

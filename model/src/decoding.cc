@@ -7,6 +7,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "cmn/model/decoding_rules.h"
 #include "cmn/model/encoder_decoder.h"
 
 namespace cmn::model {
@@ -17,23 +18,20 @@ constexpr int64_t kPad = 0;
 
 // utils.penalty_builder: '' -> none; 'wu_a' -> GNMT length normalisation; 'avg_a' -> mean log-prob.
 std::function<double(int64_t, double)> penalty_builder(const std::string& spec) {
-  if (spec.empty()) return [](int64_t, double p) { return p; };
-  const auto sep = spec.find('_');
-  TORCH_CHECK(sep != std::string::npos, "length_penalty '", spec, "' is not '', 'wu_<alpha>' or 'avg_<alpha>'");
-  const std::string type = spec.substr(0, sep);
-  double alpha = 0.0;
-  try {
-    alpha = std::stod(spec.substr(sep + 1));
-  } catch (const std::exception&) {
-    TORCH_CHECK(false, "length_penalty '", spec, "': alpha is not a number");
+  const std::optional<LengthPenalty> parsed = parse_length_penalty(spec);
+  TORCH_CHECK(parsed.has_value(), length_penalty_problem(spec));
+  const double alpha = parsed->alpha;
+  switch (parsed->kind) {
+    case LengthPenalty::Kind::kWu:
+      return [alpha](int64_t len, double p) {
+        return p / (std::pow(5.0 + static_cast<double>(len), alpha) / std::pow(6.0, alpha));
+      };
+    case LengthPenalty::Kind::kAvg:
+      return [](int64_t len, double p) { return p / static_cast<double>(len); };
+    case LengthPenalty::Kind::kNone:
+      break;
   }
-  if (type == "wu") {
-    return [alpha](int64_t len, double p) {
-      return p / (std::pow(5.0 + static_cast<double>(len), alpha) / std::pow(6.0, alpha));
-    };
-  }
-  if (type == "avg") return [](int64_t len, double p) { return p / static_cast<double>(len); };
-  TORCH_CHECK(false, "length_penalty '", spec, "' is not '', 'wu_<alpha>' or 'avg_<alpha>'");
+  return [](int64_t, double p) { return p; };
 }
 
 struct Beam {
@@ -44,10 +42,8 @@ struct Beam {
 }  // namespace
 
 void validate_decoding_options(const DecodingOptions& o) {
-  TORCH_CHECK(o.beam_size >= 1, "beam_size must be >= 1, got ", o.beam_size);
-  TORCH_CHECK(o.max_length >= 1, "max_length must be >= 1, got ", o.max_length);
-  TORCH_CHECK(o.temperature > 0.0, "temperature must be > 0, got ", o.temperature);
-  penalty_builder(o.length_penalty);  // throws on a malformed spec
+  const std::string problem = decoding_options_problem(o);
+  TORCH_CHECK(problem.empty(), problem);
 }
 
 DecodeResult beam_search(StepModel& model, const DecodingOptions& o) {

@@ -95,20 +95,6 @@ void R2GenCMNImpl::reset_inference_cache() {
   encoder_decoder->reset_inference_cache();
 }
 
-DecodingOptions decoding_options_from(const ModelConfig& c) {
-  DecodingOptions o;
-  const auto method = parse_decoding_method(c.sample_method);
-  TORCH_CHECK(method.has_value(), "sample_method '", c.sample_method, "' is not one of beam_search, greedy, sample");
-  o.method = *method;
-  o.beam_size = c.beam_size;
-  o.max_length = c.max_seq_length;
-  o.temperature = c.temperature;
-  o.block_trigrams = c.block_trigrams != 0;
-  o.length_penalty = c.length_penalty;
-  o.seed = static_cast<uint64_t>(c.seed);
-  return o;
-}
-
 R2GenCMN load_r2gencmn(const std::string& path, ModelConfig config) {
   auto ckpt = read_checkpoint(path);
   const torch::Tensor* logit = nullptr;

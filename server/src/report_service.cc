@@ -17,7 +17,7 @@
 #include "cmn/pipeline/dicom_sr.h"
 #include "cmn/pipeline/findings_sr.h"
 #include "cmn/pipeline/fhir_report.h"
-#include "cmn/server/request_memory.h"
+#include "cmn/server/request_intake.h"
 #include "cmn/server/status.h"
 
 namespace cmn::server {
@@ -113,52 +113,11 @@ void fill_study(const preprocessing::AssembledStudy& study, const v1::GenerateRe
 
 }  // namespace
 
-absl::StatusOr<model::DecodingOptions> resolve_decoding(const model::ModelConfig& model_config,
-                                                        const v1::DecodingOverrides& o, const LimitsOptions& limits,
-                                                        std::vector<std::string>* warnings) {
-  model::DecodingOptions d = model::decoding_options_from(model_config);
-  d.beam_size = std::min<int64_t>(d.beam_size, limits.max_beam_size);
-  d.max_length = std::min<int64_t>(d.max_length, limits.max_length);
-  switch (o.method()) {
-    case v1::DECODING_METHOD_UNSPECIFIED: break;
-    case v1::DECODING_METHOD_BEAM_SEARCH: d.method = model::DecodingMethod::kBeamSearch; break;
-    case v1::DECODING_METHOD_GREEDY: d.method = model::DecodingMethod::kGreedy; break;
-    case v1::DECODING_METHOD_SAMPLE: d.method = model::DecodingMethod::kSample; break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("decoding.method: unknown value ", o.method()));
-  }
-  auto clamp = [&](const char* name, int32_t requested, int64_t limit, int64_t* field) -> absl::Status {
-    if (requested < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("decoding.", name, ": must be >= 0 (0 = default), got ", requested));
-    }
-    if (requested == 0) return absl::OkStatus();
-    *field = std::min<int64_t>(requested, limit);
-    if (requested > limit) warnings->push_back(absl::StrCat("decoding.", name, " ", requested, " clamped to ", limit));
-    return absl::OkStatus();
-  };
-  CMN_RETURN_IF_ERROR(clamp("beam_size", o.beam_size(), limits.max_beam_size, &d.beam_size));
-  CMN_RETURN_IF_ERROR(clamp("max_length", o.max_length(), limits.max_length, &d.max_length));
-  if (std::isnan(o.temperature()) || o.temperature() < 0) {
-    return absl::InvalidArgumentError("decoding.temperature: must be >= 0 (0 = default)");
-  }
-  if (o.temperature() > 0) d.temperature = o.temperature();
-  if (o.seed() != 0) d.seed = o.seed();
-  if (absl::Status valid = engine::validate_decoding(d); !valid.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("decoding: ", valid.message()));
-  }
-  return d;
-}
-
 ReportServiceImpl::ReportServiceImpl(const ServingModel* model, Engine* engine, Metrics* metrics,
                                      const TokenAuthenticator* auth, const ServiceOptions& options)
     : model_(model), engine_(engine), metrics_(metrics), auth_(auth), options_(options) {
   const auto& info = model_->info;
-  study_options_.views = info.config.effective_views();
-  study_options_.allowed_modalities =
-      options_.study.allowed_modalities.empty() ? info.allowed_modalities : options_.study.allowed_modalities;
-  study_options_.read.max_pixels = options_.limits.max_pixels;
-  study_options_.read.max_dimension = options_.limits.max_dimension;
-  study_options_.image = info.image;
+  study_options_ = study_options_for(info, options_.study, options_.limits);
 
   model_info_.set_name(info.name);
   model_info_.set_version(info.version);
@@ -233,19 +192,7 @@ absl::StatusOr<preprocessing::AssembledStudy> ReportServiceImpl::preprocess(grpc
     }
     ++preprocess_running_;
   }
-  std::vector<preprocessing::InstanceInput> inputs;
-  inputs.reserve(static_cast<size_t>(request.instances_size()));
-  for (int i = 0; i < request.instances_size(); ++i) {
-    // Messages and logs name instances by position only: a caller-given name could carry patient data.
-    inputs.push_back({absl::StrCat("instance[", i, "]"), request.instances(i).data()});
-  }
-  preprocessing::StudyOptions options = study_options_;
-  options.max_decode_bytes = max_decode_bytes;
-  auto study = preprocessing::assemble_study(inputs, options);
-  if (!study.ok() && study.status().code() == absl::StatusCode::kResourceExhausted) {
-    study = absl::ResourceExhaustedError(
-        absl::StrCat(study.status().message(), " (limits.max_request_mb ", options_.limits.max_request_mb, ")"));
-  }
+  auto study = assemble_request_study(request, study_options_, max_decode_bytes, options_.limits);
   {
     std::lock_guard<std::mutex> lock(preprocess_mutex_);
     --preprocess_running_;
@@ -260,52 +207,22 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   const auto start = Clock::now();
   if (auth_ != nullptr) CMN_RETURN_IF_ERROR(auth_->check(context->client_metadata()));
 
-  // 1. What the request asks for, against the server's limits.
-  if (request.instances_size() == 0) return absl::InvalidArgumentError("the request has no DICOM instances");
-  if (request.instances_size() > options_.limits.max_instances) {
-    return absl::ResourceExhaustedError(absl::StrCat("the request has ", request.instances_size(),
-                                                     " instances; this server takes at most ",
-                                                     options_.limits.max_instances, " per study"));
-  }
-  if (request.require_trained_model() && model_->info.untrained) {
-    return absl::FailedPreconditionError(absl::StrCat("require_trained_model is set but the server's model '",
-                                                      model_->info.name, "' is untrained (random weights)"));
-  }
-  std::vector<std::string> warnings;
-  CMN_ASSIGN_OR_RETURN(const model::DecodingOptions decoding,
-                       resolve_decoding(model_->info.config, request.decoding(), options_.limits, &warnings));
+  // 1. What the request asks for, against the server's limits (request_intake.h).
+  CMN_ASSIGN_OR_RETURN(RequestPlan plan, plan_request(request, model_->info, study_options_, options_.limits));
+  const model::DecodingOptions& decoding = plan.decoding;
+  std::vector<std::string>& warnings = plan.warnings;
   const Clock::time_point deadline = steady_deadline(*context);
   if (Clock::now() >= deadline) return absl::DeadlineExceededError("deadline exceeded before the call started");
-
-  // What the request will hold at its peak, against limits.max_request_mb (request_memory.h): the request and
-  // the model state here, decoding its largest chosen image inside preprocessing, before any pixel is decoded.
-  const int64_t request_bytes = static_cast<int64_t>(request.ByteSizeLong());
-  const ModelStateEstimate state = estimate_model_state(model_->info.config, decoding, study_options_.views,
-                                                        study_options_.image.size, request.output().attention_maps());
-  if (const std::string over = over_memory_ceiling(request_bytes, state, options_.limits.max_request_mb);
-      !over.empty()) {
-    return absl::ResourceExhaustedError(over);
-  }
-  // At least 1 byte: 0 would mean "no ceiling" to assemble_study.
-  const int64_t decode_budget =
-      std::max<int64_t>(1, options_.limits.max_request_mb * (int64_t{1} << 20) - request_bytes - state.total());
 
   // 2. A place in the engine, or RESOURCE_EXHAUSTED at once.
   CMN_ASSIGN_OR_RETURN(Engine::Slot slot, engine_->admit());
 
   // 3. DICOM -> the model's view slots.
   const auto preprocess_start = Clock::now();
-  CMN_ASSIGN_OR_RETURN(preprocessing::AssembledStudy study, preprocess(context, request, deadline, decode_budget));
+  CMN_ASSIGN_OR_RETURN(preprocessing::AssembledStudy study, preprocess(context, request, deadline, plan.decode_budget));
   const double preprocess_ms = ms(Clock::now() - preprocess_start);
   if (metrics_ != nullptr) metrics_->observe_stage("preprocess", preprocess_ms / 1000.0);
   const int64_t views = static_cast<int64_t>(study.images.size());
-  const int size = study_options_.image.size;
-  for (int64_t v = 0; v < views; ++v) {
-    const auto& image = study.images[static_cast<size_t>(v)];
-    if (image.data.size() != static_cast<size_t>(3 * size * size)) {
-      return absl::InternalError(absl::StrCat("preprocessing gave view ", v, " with ", image.data.size(), " values"));
-    }
-  }
 
   // 4. The engine batches, encodes and decodes it.
   JobControl control;
@@ -354,7 +271,6 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   if (request.output().dicom_sr() || request.output().findings_sr()) {
     CMN_RETURN_IF_ERROR(fill_dicom_sr(study, request, response));
   }
-  if (request.output().dicom_sr()) CMN_RETURN_IF_ERROR(fill_dicom_sr(study, request, response));
   if (request.output().fhir()) {
     // The FHIR DiagnosticReport (pipeline/fhir_report.h): the model's identity is the bundle's, as in the SR.
     pipeline::FhirReportInput fhir;

@@ -6,6 +6,7 @@
 //
 // Vocabulary convention: 0 is bos = eos = pad; words are 1..V-1.
 #include "cmn/model/decoding.h"
+#include "cmn/model/decoding_rules.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -720,6 +721,28 @@ TEST(DecodingTest, InvalidOptionsNameTheField) {
   // A beam wider than the vocabulary cannot be filled.
   ScriptedStepModel m(1, 5, worked_case(), 6);
   EXPECT_NE(error_of([&] { beam_search(m, beam_options(6, 5)); }).find("beam_size"), std::string::npos);
+}
+
+// utils.penalty_builder's names, read without LibTorch (decoding_options.cc): the server checks requests with it.
+TEST(DecodingTest, LengthPenaltyNamesParseAsThePenaltyBuilderReadsThem) {
+  EXPECT_EQ(parse_length_penalty("")->kind, LengthPenalty::Kind::kNone);
+  EXPECT_EQ(parse_length_penalty("wu_0.5")->kind, LengthPenalty::Kind::kWu);
+  EXPECT_DOUBLE_EQ(parse_length_penalty("wu_0.5")->alpha, 0.5);
+  EXPECT_EQ(parse_length_penalty("avg_2")->kind, LengthPenalty::Kind::kAvg);
+  EXPECT_DOUBLE_EQ(parse_length_penalty("avg_2")->alpha, 2.0);
+  EXPECT_EQ(length_penalty_problem("wu_0.5"), "");
+  // std::stod threw on these (out of range, no digits); they stay refused with the same words.
+  for (const char* spec : {"wu_1e999", "wu_", "avg_x"}) {
+    SCOPED_TRACE(spec);
+    EXPECT_FALSE(parse_length_penalty(spec).has_value());
+    EXPECT_NE(length_penalty_problem(spec).find("alpha is not a number"), std::string::npos);
+  }
+  for (const char* spec : {"len_1", "wu", "foo"}) {
+    SCOPED_TRACE(spec);
+    EXPECT_FALSE(parse_length_penalty(spec).has_value());
+    EXPECT_NE(length_penalty_problem(spec).find("is not '', 'wu_<alpha>' or 'avg_<alpha>'"), std::string::npos);
+  }
+  EXPECT_EQ(decoding_options_problem(DecodingOptions{}), "");
 }
 
 TEST(DecodingMethodTest, TheReferenceNamesRoundTripAndOthersAreRefused) {

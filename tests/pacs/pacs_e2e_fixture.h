@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <set>
 #include <thread>
@@ -210,10 +211,13 @@ class PacsEndToEndTest : public ::testing::Test {
   }
 
   // cmn-pacs has caught up: every study in Orthanc is stable again (an SR's arrival unsettles its study, then
-  // Orthanc logs StableStudy), cmn-pacs has read every change Orthanc logged and has nothing pending. Only then
-  // is "still one SR" a finding: after a fixed sleep, a slow or loaded machine may not have looked yet.
-  bool pacs_settled(std::chrono::seconds limit = std::chrono::seconds(120)) {
+  // Orthanc logs StableStudy), cmn-pacs has read every change Orthanc logged and has nothing pending or settling,
+  // and `also` (a test's own condition, e.g. "every study has its SR") holds. Only then is "still one SR" a
+  // finding: after a fixed sleep, a slow or loaded machine may not have looked yet.
+  bool pacs_settled(std::chrono::seconds limit = std::chrono::seconds(120),
+                    const std::function<bool()>& also = [] { return true; }) {
     return wait_for(limit, [&] {
+      if (!also()) return false;
       const json studies = orthanc_.get("/studies");
       if (!studies.is_array()) return false;
       for (const auto& s : studies) {
@@ -221,7 +225,7 @@ class PacsEndToEndTest : public ::testing::Test {
       }
       const json last = orthanc_.get("/changes?last");
       auto state = load_state(dir_->file("pacs-state.json"));
-      return last.is_object() && state.ok() && state->pending.empty() &&
+      return last.is_object() && state.ok() && state->pending.empty() && state->settling.empty() &&
              state->last_change >= last.value("Last", int64_t{-1});
     });
   }

@@ -19,6 +19,7 @@
 #include "cmn/server/config.h"
 #include "cmn/server/engine.h"
 #include "cmn/server/metrics.h"
+#include "cmn/server/request_intake.h"
 #include "cmn/server/serving_model.h"
 #include "cmn/v1/report_service.grpc.pb.h"
 
@@ -33,13 +34,6 @@ struct ServiceOptions {
   pipeline::SrOptions sr;                 // the DICOM SR of output.dicom_sr (model fields: from the bundle)
   int64_t max_receive_message_bytes = 0;  // reported in ModelInfo.limits
 };
-
-// Request decoding overrides -> the options a study is decoded with (bundle defaults, overrides, clamped to
-// the limits). INVALID_ARGUMENT for negative values or an unknown method; `warnings` gets one line per clamp.
-absl::StatusOr<model::DecodingOptions> resolve_decoding(const model::ModelConfig& model_config,
-                                                        const v1::DecodingOverrides& overrides,
-                                                        const LimitsOptions& limits,
-                                                        std::vector<std::string>* warnings);
 
 // Words of the decoded report split after each "." token (one definition, shared with the SR writers).
 using model::split_sentences;
