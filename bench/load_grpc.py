@@ -8,8 +8,8 @@ status, the server's batch sizes (from the responses) and, when the server's pid
   # start a server itself (port 0, metrics off) and run the standard levels
   bench/load_grpc.py --server-bin build/server/cmn-server --bundle build/bundles/untrained-demo \
       --levels 1,4,8,16 --requests 32
-  # a 10,000-request soak at concurrency 32 against a running server whose pid is known
-  bench/load_grpc.py --target 127.0.0.1:50051 --pid 1234 --levels 32 --requests 10000
+  # a 10,000-request soak at concurrency 32 against a running server whose pid is known, RSS every 500 answers
+  bench/load_grpc.py --target 127.0.0.1:50051 --pid 1234 --levels 32 --requests 10000 --rss-every 500
 
 Stubs are generated from proto/ at start-up (python3-grpcio, python3-grpc-tools). Goal on 2 cores (issue 4):
 throughput at 8 >= 1.5x throughput at 1, zero unexpected errors, p99 at 8 <= 4x p50 at 1, flat RSS in the soak.
@@ -69,11 +69,12 @@ def start_server(args):
     return proc, "127.0.0.1:" + match.group(1)
 
 
-def run_level(stub, pb, request, concurrency, count, deadline_s):
+def run_level(stub, pb, request, concurrency, count, deadline_s, pid=None, rss_every=0):
     import grpc
     latencies, codes, batches = [], collections.Counter(), collections.Counter()
     lock = threading.Lock()
     remaining = [count]
+    rss_samples = []  # (requests answered, server RSS MiB) every rss_every answers: a soak's RSS curve
 
     def client():
         while True:
@@ -93,6 +94,11 @@ def run_level(stub, pb, request, concurrency, count, deadline_s):
                 if code == "OK":
                     latencies.append(elapsed)
                     batches[batch] += 1
+                answered = sum(codes.values())
+                if pid and rss_every and answered % rss_every == 0:
+                    rss_samples.append((answered, rss_mib(pid)))
+                    print(json.dumps({"answered": answered, "rss_mib": rss_samples[-1][1],
+                                      "elapsed_s": round(time.perf_counter() - wall, 1)}), flush=True)
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     wall = time.perf_counter()
@@ -101,12 +107,18 @@ def run_level(stub, pb, request, concurrency, count, deadline_s):
     for t in threads:
         t.join()
     wall = time.perf_counter() - wall
-    return {
+    result = {
         "concurrency": concurrency, "requests": count, "wall_s": round(wall, 3),
         "throughput_rps": round(codes["OK"] / wall, 4) if wall > 0 else 0,
         "p50_s": round(percentile(latencies, 50), 4), "p99_s": round(percentile(latencies, 99), 4),
         "codes": dict(codes), "batch_sizes": {str(k): v for k, v in sorted(batches.items())},
     }
+    if len(rss_samples) >= 3:
+        # Growth after warm-up: from the sample at 20% of the run to the last one (flat = a few MiB at most).
+        base = rss_samples[max(0, len(rss_samples) // 5 - 1)]
+        result["rss_growth_after_20pct_mib"] = round(rss_samples[-1][1] - base[1], 1)
+        result["rss_max_mib"] = round(max(r for _, r in rss_samples), 1)
+    return result
 
 
 def main():
@@ -126,6 +138,8 @@ def main():
     parser.add_argument("--max-length", type=int, default=0, help="decoding.max_length override (0 = default)")
     parser.add_argument("--beam-size", type=int, default=0, help="decoding.beam_size override (0 = default)")
     parser.add_argument("--deadline-s", type=float, default=600)
+    parser.add_argument("--rss-every", type=int, default=0,
+                        help="print the server's RSS every N answers (needs its pid; for soaks)")
     args = parser.parse_args()
     if not args.target and not (args.server_bin and args.bundle):
         parser.error("give --target HOST:PORT, or --server-bin and --bundle")
@@ -152,7 +166,7 @@ def main():
             results = []
             for level in [int(x) for x in args.levels.split(",")]:
                 rss_start = rss_mib(pid) if pid else None
-                result = run_level(stub, pb, request, level, args.requests, args.deadline_s)
+                result = run_level(stub, pb, request, level, args.requests, args.deadline_s, pid, args.rss_every)
                 result["rss_start_mib"] = rss_start
                 result["rss_end_mib"] = rss_mib(pid) if pid else None
                 print(json.dumps(result), flush=True)
