@@ -74,10 +74,12 @@ TEST(ServerFaultTest, SigkillMidBatchGivesClientsUnavailableAndARestartedServerS
   std::atomic<bool> killed{false};
   std::vector<std::thread> threads;
   for (int i = 0; i < kStreams; ++i) {
+    // The thread gets the context itself: the next push_back may move the vector's storage (found by TSan).
     stream_contexts.push_back(std::make_unique<grpc::ClientContext>());
-    set_deadline(stream_contexts.back().get(), kBound);
-    threads.emplace_back([&, i] {
-      auto reader = stub->StreamReport(stream_contexts[i].get(), make_request({study}, 1000, 1));
+    grpc::ClientContext* context = stream_contexts.back().get();
+    set_deadline(context, kBound);
+    threads.emplace_back([&, i, context] {
+      auto reader = stub->StreamReport(context, make_request({study}, 1000, 1));
       v1::StreamReportResponse message;
       if (reader->Read(&message)) {
         streams[i].progress_seen = message.has_progress();
@@ -102,11 +104,12 @@ TEST(ServerFaultTest, SigkillMidBatchGivesClientsUnavailableAndARestartedServerS
   std::atomic<int> issued{0};
   for (int i = 0; i < kUnary; ++i) {
     unary_contexts.push_back(std::make_unique<grpc::ClientContext>());
-    set_deadline(unary_contexts.back().get(), kBound);
-    threads.emplace_back([&, i] {
+    grpc::ClientContext* context = unary_contexts.back().get();
+    set_deadline(context, kBound);
+    threads.emplace_back([&, i, context] {
       v1::GenerateReportResponse response;
       ++issued;
-      unary[i].status = stub->GenerateReport(unary_contexts[i].get(), make_request({study}, 20, 1), &response);
+      unary[i].status = stub->GenerateReport(context, make_request({study}, 20, 1), &response);
       unary[i].done = true;
     });
   }
