@@ -92,7 +92,7 @@ class BatchObserver : public engine::StepObserver {
 
  private:
   const std::vector<std::shared_ptr<Engine::Job>>& jobs_;
-  const std::function<void(int64_t)>& hook_;
+  const std::function<void(int64_t)> hook_;  // a copy: the engine's may be replaced while this batch runs
 };
 
 }  // namespace
@@ -297,7 +297,12 @@ void Engine::run_batch(const std::vector<std::shared_ptr<Job>>& batch) {
     studies.push_back(j->images);
     wants.push_back({j->attention, j->wants_progress});
   }
-  BatchObserver observer(batch, step_hook_);
+  std::function<void(int64_t)> hook;
+  {
+    std::lock_guard<std::mutex> lock(step_hook_mutex_);
+    hook = step_hook_;
+  }
+  BatchObserver observer(batch, hook);
   auto ran = replica_->run(studies, batch.front()->decoding, wants, &observer);
   if (!ran.ok()) {
     if (ran.status().code() == absl::StatusCode::kCancelled) {  // the observer stopped it: nobody wants it
@@ -335,6 +340,11 @@ void Engine::run_batch(const std::vector<std::shared_ptr<Job>>& batch) {
     r.hypothesis = std::move(ran->studies[i]);
     batch[i]->finish(std::move(r));
   }
+}
+
+void Engine::set_step_hook(std::function<void(int64_t steps_done)> hook) {
+  std::lock_guard<std::mutex> lock(step_hook_mutex_);
+  step_hook_ = std::move(hook);
 }
 
 }  // namespace cmn::server

@@ -101,8 +101,9 @@ class Engine {
 
   // Test seam: called on the worker thread after a batch's visual stage and before each decoder step
   // (steps_done = steps run so far), before the engine checks whether the batch is still wanted. Tests hold a
-  // decode here (a latch) instead of guessing how long it takes. Set before the first run().
-  void set_step_hook(std::function<void(int64_t steps_done)> hook) { step_hook_ = std::move(hook); }
+  // decode here (a latch) instead of guessing how long it takes. Safe while the worker runs; a batch keeps the
+  // hook it started with, so a new one takes effect from the next batch.
+  void set_step_hook(std::function<void(int64_t steps_done)> hook);
 
   // Finishes the queued and running studies, then stops the worker. Later admits get UNAVAILABLE.
   void stop();
@@ -132,7 +133,8 @@ class Engine {
 
   std::unique_ptr<engine::Replica> replica_;
   EngineOptions options_;
-  std::function<void(int64_t)> step_hook_;
+  std::mutex step_hook_mutex_;             // set_step_hook from a test thread, read by the worker per batch
+  std::function<void(int64_t)> step_hook_;  // guarded by step_hook_mutex_
   Metrics* metrics_;
 
   mutable std::mutex mutex_;
