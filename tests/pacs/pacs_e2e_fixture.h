@@ -55,6 +55,22 @@ inline int free_port() {
   return ntohs(addr.sin_port);
 }
 
+// Whether a listening socket could be bound to 127.0.0.1:`port` now, with SO_REUSEADDR as Orthanc's DICOM
+// (DCMTK) and HTTP (CivetWeb) servers bind theirs: false while another socket still listens there.
+inline bool port_bindable(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 && ::listen(fd, 1) == 0;
+  ::close(fd);
+  return ok;
+}
+
 // Polls `done` every 200 ms until it is true or `limit` passes.
 template <typename F>
 bool wait_for(std::chrono::seconds limit, F done) {
@@ -126,10 +142,21 @@ struct Orthanc {
     process = std::make_unique<Child>(std::vector<std::string>{kOrthanc, dir + "/orthanc.json"}, dir + "/orthanc");
     client = std::make_unique<httplib::Client>("127.0.0.1", http_port);
     client->set_connection_timeout(2, 0);
-    return wait_for(std::chrono::seconds(240), [&] {
+    bool exited = false;  // e.g. a port in use: Orthanc stops at once, and waiting longer cannot help
+    const bool up = wait_for(std::chrono::seconds(240), [&] {
+      exited = process->wait_for(std::chrono::milliseconds(0)) != -1;
+      if (exited) return true;
       auto r = client->Get("/system");
       return r && r->status == 200;
     });
+    return up && !exited;
+  }
+  // A crash: SIGKILL, then wait (bounded) until its ports are free again. Not only Orthanc holds them: a process
+  // it started (the hold script's `sleep 0.1`) inherited its listening sockets and keeps them until it ends, so
+  // a restart at once can fail with "Address already in use".
+  bool crash() {
+    process->kill_now();
+    return wait_for(std::chrono::seconds(60), [&] { return port_bindable(http_port) && port_bindable(dicom_port); });
   }
   json get(const std::string& path) const {
     auto r = client->Get(path);

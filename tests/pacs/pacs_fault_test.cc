@@ -72,7 +72,7 @@ TEST_F(PacsFaultTest, OrthancKilledMidStoreAndRestartedEveryStudyGetsExactlyOneS
   }
 
   // 2. Crash and restart: same storage, same ports, no hold.
-  orthanc_.process->kill_now();
+  ASSERT_TRUE(orthanc_.crash()) << "Orthanc's ports were still held a minute after it was killed";
   fs::remove(dir_->file("hold"));
   ASSERT_TRUE(orthanc_.start()) << "Orthanc did not restart:\n" << read_bytes(dir_->file("orthanc.err"));
 
@@ -121,7 +121,7 @@ TEST_F(PacsFaultTest, StudySettlingWhenOrthancCrashesIsStillReportedOnce) {
     return last.is_object() && state.ok() && state->last_change >= last.value("Last", int64_t{-1});
   })) << diagnostics();
 
-  orthanc_.process->kill_now();
+  ASSERT_TRUE(orthanc_.crash()) << "Orthanc's ports were still held a minute after it was killed";
   orthanc_.stable_age_s = 1;
   ASSERT_TRUE(orthanc_.start()) << "Orthanc did not restart:\n" << read_bytes(dir_->file("orthanc.err"));
   ASSERT_TRUE(orthanc_.get("/studies/" + study).value("IsStable", false));
