@@ -25,7 +25,7 @@ FROM debian:12-slim AS runtime
 # abseil, yaml-cpp, glog, OpenSSL, cpp-httplib.
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      libtorch1.13 libopenblas0-openmp libdcmtk17 libopenjp2-7 \
+      libtorch1.13 libopenblas0-openmp libdcmtk17 libopenjp2-7 libjpeg62-turbo \
       libopencv-core406 libopencv-imgproc406 libopencv-imgcodecs406 \
       libgrpc++1.51 libprotobuf32 libabsl20220623 libyaml-cpp0.7 libgoogle-glog0v6 libssl3 libcpp-httplib0.11 \
       ca-certificates \

@@ -273,6 +273,7 @@ int run_archive(pipeline::ReportGenerator& generator, const pipeline::GeneratorO
   batch.study.views = generator.config().effective_views();
   batch.study.allowed_modalities = req.modalities;
   batch.study.image = options.image;
+  if (req.draft_decode) batch.study.read.draft_min_side = options.image.size;
   batch.read_ahead = req.read_ahead;
   batch.attention_dir = req.attention_dir;
   batch.progress = req.progress;

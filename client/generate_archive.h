@@ -21,6 +21,9 @@ struct ArchiveRequest {
   bool fail_on_error = false;
   bool read_ahead = true;
   std::string progress, attention_dir, summary_path, sr_dir, findings_sr_dir, fhir_dir;
+  // --draft-decode: JPEG 2000 / 8-bit JPEG decoded at the smallest size still covering the model input
+  // (DicomReadOptions::draft_min_side = the model's image size).
+  bool draft_decode = false;
 };
 
 // Exit status: 0; 1 when a study failed and the run writes to stdout or --fail-on-error was given, or the model

@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   int threads = 2;
   std::string device = "cpu";
   int64_t batch_size = 8;
-  bool overwrite = false, fail_on_error = false, no_read_ahead = false;
+  bool overwrite = false, fail_on_error = false, no_read_ahead = false, draft_decode = false;
   auto* ckpt_opt = app.add_option("--r2gencmn", checkpoint, "R2GenCMN checkpoint (.pth, torch.save format)")
                        ->check(CLI::ExistingFile);
   app.add_option("--args", args_json, "R2GenCMN arguments as JSON (num_layers, d_model, ..., views)")
@@ -140,6 +140,9 @@ int main(int argc, char** argv) {
   app.add_flag("--fail-on-error", fail_on_error,
                "archive mode with --output: exit 1 when a study or file failed (default: recorded, exit 0)");
   app.add_flag("--no-read-ahead", no_read_ahead, "read and decode DICOM/images on the model's thread");
+  app.add_flag("--draft-decode", draft_decode,
+               "decode JPEG 2000 / 8-bit JPEG DICOM at the smallest size still covering the model input (faster, "
+               "not bit-exact; other codecs decode exactly)");
   app.add_option("--progress", progress, "progress bar on stderr: auto (a terminal) | always | never")
       ->check(CLI::IsMember({"auto", "always", "never"}));
   app.add_option("--attention-dir", attention_dir,
@@ -192,9 +195,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || !sr_dir.empty() || !findings_sr_dir.empty() ||
-                        !fhir_dir.empty() || overwrite)) {
-    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir, --findings-sr-dir, --fhir-dir and --overwrite go "
-                 "with --dicom, --manifest or --split\n";
+                        !fhir_dir.empty() || overwrite || draft_decode)) {
+    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir, --findings-sr-dir, --fhir-dir, --overwrite and "
+                 "--draft-decode go with --dicom, --manifest or --split\n";
     return 2;
   }
   cmn::batch::Shard shard;
@@ -255,7 +258,8 @@ int main(int argc, char** argv) {
     return cmn::client::run_archive(*generator, options, cmn::client::ArchiveRequest{dicom_paths, manifest, annotation, split, image_root, modalities,
                                                            output, overwrite, shard, !shard_text.empty(),
                                                            fail_on_error, !no_read_ahead, progress, attention_dir,
-                                                           summary_path, sr_dir, findings_sr_dir, fhir_dir});
+                                                           summary_path, sr_dir, findings_sr_dir, fhir_dir,
+                                                           draft_decode});
   }
 
   std::ostringstream lines;

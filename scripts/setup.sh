@@ -8,7 +8,7 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends \
   build-essential cmake ninja-build ccache pkg-config git ca-certificates \
   libtorch-dev libopenblas0-openmp \
-  libdcmtk-dev dcmtk libopenjp2-7-dev zlib1g-dev \
+  libdcmtk-dev dcmtk libopenjp2-7-dev libjpeg62-turbo-dev zlib1g-dev \
   dicom3tools libpixelmed-java default-jre-headless \
   libopencv-dev \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \

@@ -30,6 +30,9 @@ struct PixelDescription {
   int high_bit = 0;
   bool is_signed = false;          // Pixel Representation 1
   int64_t frames = 1;              // Number of Frames; only frame 1 is decoded
+  // Draft decoding (DicomReadOptions::draft_min_side): the frame was decoded at 1/draft_scale per side, and
+  // rows x columns above have become the decoded frame's (ceil(Rows / scale) x ceil(Columns / scale)).
+  int draft_scale = 1;
   // Photometric Interpretation of the decoded frame (after a codec's colour conversion; YBR_FULL_422 is
   // expanded to YBR_FULL by pixel_decoding.cc).
   std::string photometric;

@@ -277,6 +277,10 @@ absl::StatusOr<DicomImage> read_dicom_image(const std::string& bytes, const std:
   image.info = std::move(decoded.info);
   image.grey8 = std::move(grey->grey8);
   image.grey_levels = std::move(grey->description);
+  if (decoded.pixels.draft_scale > 1) {
+    absl::StrAppend(&image.grey_levels, "; draft decode 1/", decoded.pixels.draft_scale, " (",
+                    decoded.pixels.columns, " x ", decoded.pixels.rows, ")");
+  }
   return image;
 }
 

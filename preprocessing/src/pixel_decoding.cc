@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "codec_guards.h"
 #include "dcmtk_dataset.h"
 #include "jpeg2000.h"
+#include "jpeg_draft.h"
 
 #include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
@@ -278,6 +280,17 @@ absl::StatusOr<cv::Mat> dcmtk_codec_frame(DcmDataset* ds, DcmPixelData* pixel_da
   return out;
 }
 
+// JPEG processes whose 8-bit streams libjpeg-turbo decodes with DCT scaling (baseline, extended).
+bool is_draft_jpeg(E_TransferSyntax xfer) { return xfer == EXS_JPEGProcess1 || xfer == EXS_JPEGProcess2_4; }
+
+// The pixel description follows a frame decoded at 1/scale: its rows x columns are the frame's from here on.
+void took_draft(const cv::Mat& frame, int scale, PixelDescription* p) {
+  if (scale <= 1) return;
+  p->draft_scale = scale;
+  p->rows = frame.rows;
+  p->columns = frame.cols;
+}
+
 }  // namespace
 
 absl::StatusOr<cv::Mat> decode_frame1(DcmDataset* ds, E_TransferSyntax xfer, PixelDescription* p,
@@ -314,13 +327,35 @@ absl::StatusOr<cv::Mat> decode_frame1(DcmDataset* ds, E_TransferSyntax xfer, Pix
     std::string bitstream;
     CMN_ASSIGN_OR_RETURN(bitstream, frame1_bitstream(sequence, p->frames));
     cv::Mat frame;
-    CMN_ASSIGN_OR_RETURN(frame, decode_jpeg2000(bitstream, *p, options.pixel_limits()));
+    int scale = 1;
+    CMN_ASSIGN_OR_RETURN(frame,
+                         decode_jpeg2000(bitstream, *p, options.pixel_limits(), options.draft_min_side, &scale));
     if (p->samples_per_pixel == 3) p->photometric = "RGB";  // OpenJPEG applies the inverse ICT/RCT
+    took_draft(frame, scale, p);
     return frame;
   }
   if (!DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit)) {
     return absl::UnimplementedError(absl::StrCat("unsupported transfer syntax ", xfer_info.getXferID(), " (",
                                                  xfer_info.getXferName(), ")"));
+  }
+  if (options.draft_min_side > 0 && is_draft_jpeg(xfer) && p->samples_per_pixel == 1 && p->bits_allocated == 8) {
+    // The header checks first, as on the exact path; then libjpeg-turbo's scaled decoding, or (nullopt: not
+    // 8-bit, or any libjpeg error or warning) DCMTK's exact decoder and its error message.
+    CMN_RETURN_IF_ERROR(check_codec_header(pixel_data, xfer, *p, options.pixel_limits()));
+    E_TransferSyntax rep_type = EXS_Unknown;
+    const DcmRepresentationParameter* rep_param = nullptr;
+    pixel_data->getOriginalRepresentationKey(rep_type, rep_param);
+    DcmPixelSequence* sequence = nullptr;
+    if (pixel_data->getEncapsulatedRepresentation(rep_type, rep_param, sequence).good() && sequence != nullptr) {
+      absl::StatusOr<std::string> bitstream = frame1_bitstream(sequence, p->frames);
+      if (bitstream.ok()) {
+        std::optional<JpegDraft> draft = decode_jpeg_draft(*bitstream, p->rows, p->columns, options.draft_min_side);
+        if (draft.has_value()) {
+          took_draft(draft->frame, draft->scale, p);
+          return std::move(draft->frame);
+        }
+      }
+    }
   }
   return dcmtk_codec_frame(ds, pixel_data, xfer, p, planar_configuration, options);
 }

@@ -69,7 +69,10 @@ void visit(V& v, ServerConfig& c) {
   v.section("model", [&](auto& s) { visit(s, c.model); });
   v.section("engine", [&](auto& s) { visit(s, c.engine); });
   v.section("limits", [&](auto& s) { visit(s, c.limits); });
-  v.section("study", [&](auto& s) { s("allowed_modalities", c.study.allowed_modalities); });
+  v.section("study", [&](auto& s) {
+    s("allowed_modalities", c.study.allowed_modalities);
+    s("draft_decode", c.study.draft_decode);
+  });
   v.section("auth", [&](auto& s) { s("token_hashes_file", c.auth.token_hashes_file); });
   v.section("tls", [&](auto& s) {
     s("cert_file", c.tls.cert_file);

@@ -59,6 +59,7 @@ preprocessing::StudyOptions study_options_for(const pipeline::BundleInfo& model,
   options.read.max_pixels = limits.max_pixels;
   options.read.max_dimension = limits.max_dimension;
   options.image = model.image;
+  if (study.draft_decode) options.read.draft_min_side = options.image.size;
   return options;
 }
 

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "cmn/server/request_memory.h"
 #include "server_test_util.h"
 
@@ -99,6 +101,40 @@ TEST(AssembleRequestStudyTest, SpendsTheBudgetAndNamesTheCeilingWhenItIsTooSmall
       << short_by_one.status();
   // Instances are named by position, never by the caller's file name.
   EXPECT_EQ(short_by_one.status().message().find("file0.dcm"), std::string::npos) << short_by_one.status();
+}
+
+// study.draft_decode reaches the decoder: the JPEG 2000 study is decoded at the size of the model input's
+// level (tests/preprocessing/draft_decode_test.cc checks the images themselves), so its model inputs differ
+// from the exact path's, but only slightly; a native instance is decoded exactly either way.
+TEST(AssembleRequestStudyTest, DraftDecodeIsTheStudyConfigsAndStaysCloseToTheExactInputs) {
+  const pipeline::BundleInfo model = untrained_two_view_model();
+  const LimitsOptions limits;
+  StudyConfig draft_config;
+  draft_config.draft_decode = true;
+  const auto exact_options = study_options_for(model, StudyConfig(), limits);
+  const auto draft_options = study_options_for(model, draft_config, limits);
+  EXPECT_EQ(exact_options.read.draft_min_side, 0);
+  EXPECT_EQ(draft_options.read.draft_min_side, exact_options.image.size);
+
+  auto mean_abs_difference = [](const preprocessing::FloatImage& a, const preprocessing::FloatImage& b) {
+    double sum = 0;
+    for (size_t i = 0; i < a.data.size(); ++i) sum += std::abs(a.data[i] - b.data[i]);
+    return sum / static_cast<double>(a.data.size());
+  };
+  const v1::GenerateReportRequest j2k = make_request({chest("RG1_J2KI.dcm")});
+  auto exact = assemble_request_study(j2k, exact_options, 1024 * kMiB, limits);
+  auto draft = assemble_request_study(j2k, draft_options, 1024 * kMiB, limits);
+  ASSERT_TRUE(exact.ok() && draft.ok()) << exact.status() << " / " << draft.status();
+  ASSERT_EQ(exact->images[0].data.size(), draft->images[0].data.size());
+  const double j2k_difference = mean_abs_difference(exact->images[0], draft->images[0]);
+  EXPECT_GT(j2k_difference, 0.0) << "the draft setting did not reach the JPEG 2000 decoder";
+  EXPECT_LT(j2k_difference, 0.05) << "normalised units: ~2.5 grey levels";
+
+  const v1::GenerateReportRequest native = make_request({nih()});
+  auto native_exact = assemble_request_study(native, exact_options, 1024 * kMiB, limits);
+  auto native_draft = assemble_request_study(native, draft_options, 1024 * kMiB, limits);
+  ASSERT_TRUE(native_exact.ok() && native_draft.ok());
+  EXPECT_EQ(native_exact->images[0].data, native_draft->images[0].data);
 }
 
 }  // namespace

@@ -279,6 +279,28 @@ TEST(CmnGenerateDicom, ImagesAndDicomTogetherIsAUsageError) {
   EXPECT_NE(r.err.find("--dicom"), std::string::npos) << r.err;
 }
 
+// --draft-decode (issue 15): DICOM only, runs end to end on a JPEG 2000 study (the decoding itself is tested in
+// tests/preprocessing/draft_decode_test.cc, its plumbing into the batch's study options there and in
+// request_intake_test.cc).
+TEST(CmnGenerateDicom, DraftDecodeRunsOnJpeg2000AndGoesOnlyWithDicom) {
+  const fs::path out = fs::path(::testing::TempDir()) / "cmn_generate_draft_out.jsonl";
+  fs::remove(out);
+  const auto r = run(std::string(CMN_GENERATE_BIN) + " --bundle " + untrained_bundle() + " --dicom " +
+                     chest("RG1_J2KI.dcm") + " --draft-decode --max-length 4 --beam-size 1 --threads 2 --output " +
+                     out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::stringstream ss;
+  ss << std::ifstream(out).rdbuf();
+  const auto lines = json_lines(ss.str());
+  ASSERT_EQ(lines.size(), 1u) << ss.str();
+  EXPECT_TRUE(lines[0].at("report").is_string()) << lines[0];
+
+  const auto images = run(std::string(CMN_GENERATE_BIN) + " --bundle " + untrained_bundle() + " --images " +
+                          shared("parity/dev/images/study0_view0.png") + " --draft-decode");
+  EXPECT_EQ(images.exit_code, 2) << images.err;
+  EXPECT_NE(images.err.find("--draft-decode go with --dicom"), std::string::npos) << images.err;
+}
+
 }  // namespace
 
 // ---- cmn-eval ----------------------------------------------------------------------------------------------

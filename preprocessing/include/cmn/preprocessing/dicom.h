@@ -87,6 +87,13 @@ struct DicomReadOptions {
   double percentile_high = 99.5;        // ...to this one
   int64_t max_inflated_bytes = 1 << 30; // Deflated transfer syntax: a dataset inflating beyond this is refused
   int max_sequence_depth = 64;          // sequences nested deeper are refused (DCMTK parses them recursively)
+  // Draft decoding (0 = off: the exact path, the default). > 0: JPEG 2000 is decoded at its coarsest resolution
+  // level, and 8-bit greyscale JPEG (baseline, extended) at the smallest DCT scale (1/2, 1/4, 1/8), whose short
+  // side is still >= draft_min_side: the model input's size when a study asks for it (StudyOptions::image.size).
+  // The grey-level rules above then run on that smaller frame (the percentile window over its pixels), so the
+  // result is close to, not equal to, the exact one. Other codecs, and streams the draft decoder cannot decode
+  // cleanly, take the exact path. DicomImage::grey_levels ends with "; draft decode 1/S (C x R)" when it applied.
+  int draft_min_side = 0;
 
   PixelLimits pixel_limits() const { return {max_pixels, max_dimension}; }
 };

@@ -64,6 +64,9 @@ struct StudyConfig {
   // Images of other modalities are skipped (and listed as skipped). Empty = the model bundle's
   // preprocessing.allowed_modalities (CR, DX, DR unless the bundle says otherwise).
   std::vector<std::string> allowed_modalities;
+  // Draft decoding: JPEG 2000 and 8-bit JPEG decoded at the smallest size still covering the model input
+  // (preprocessing::DicomReadOptions::draft_min_side). Faster, not bit-exact; false = the exact path.
+  bool draft_decode = false;
 };
 
 // `auth:` bearer tokens. Clients send "authorization: Bearer <token>"; the server keeps only hashes.
