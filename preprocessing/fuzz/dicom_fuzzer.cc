@@ -17,6 +17,7 @@
 // Only cmn's code is instrumented (coverage and AddressSanitizer); DCMTK, OpenJPEG and OpenCV are the Debian
 // builds, so a memory error inside them shows only when it reaches an intercepted call (memcpy, malloc, ...)
 // or crashes.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -35,6 +36,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (image.ok() && (image->grey8.type() != CV_8UC1 || image->grey8.rows != image->info.rows ||
                      image->grey8.cols != image->info.columns)) {
     __builtin_trap();  // a decoded image must be 8-bit grey of the declared size
+  }
+  // Draft decoding (libjpeg-turbo's scaled IDCT, OpenJPEG's reduce factor) on the same bytes. A small
+  // draft_min_side, so that the seeds' small images are reduced too: the result is ceil(rows / s) x
+  // ceil(columns / s) for a power of two s <= 2^16, and s == 1 unless that still leaves >= draft_min_side.
+  options.draft_min_side = 8;
+  auto draft = cmn::preprocessing::read_dicom_image(bytes, "fuzz", options);
+  if (draft.ok()) {
+    const int64_t rows = draft->info.rows, columns = draft->info.columns;
+    bool size_ok = false;
+    for (int64_t s = 1; s <= (int64_t{1} << 16) && !size_ok; s *= 2) {
+      size_ok = draft->grey8.rows == (rows + s - 1) / s && draft->grey8.cols == (columns + s - 1) / s &&
+                (s == 1 || std::min(draft->grey8.rows, draft->grey8.cols) >= options.draft_min_side);
+    }
+    if (draft->grey8.type() != CV_8UC1 || !size_ok) __builtin_trap();
   }
   return 0;
 }
