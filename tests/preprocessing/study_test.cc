@@ -3,6 +3,7 @@
 // synthesised here with DCMTK (small 32x32 images with chosen UIDs, Modality, ViewPosition, SOP class), and the
 // real chest radiographs of shared/data/dicom/chest are used where their attributes suit the case.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -119,7 +120,10 @@ std::string make_instance(const Spec& spec) {
     put(DCM_CompletionFlag, "PARTIAL");
     put(DCM_VerificationFlag, "UNVERIFIED");
   }
-  const fs::path path = fs::path(::testing::TempDir()) / ("cmn_study_test_" + spec.sop + ".dcm");
+  // The pid in the name: ctest runs this binary's tests as parallel processes, and several tests make instances
+  // with the same SOP Instance UIDs (one process's remove() raced another's read: "not a DICOM file").
+  const fs::path path =
+      fs::path(::testing::TempDir()) / ("cmn_study_test_" + std::to_string(::getpid()) + "_" + spec.sop + ".dcm");
   const OFCondition cond = file.saveFile(path.c_str(), EXS_LittleEndianExplicit);
   EXPECT_TRUE(cond.good()) << cond.text();
   std::string bytes = read_file_bytes(path.string());
