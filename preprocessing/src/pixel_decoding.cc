@@ -208,17 +208,24 @@ class FragmentReader final : public ByteReader {
   size_t offset_ = 0;
 };
 
-// The header checks of codec_guards.h on frame 1's compressed bytes, before DCMTK's codec (or the frame buffer
-// here) allocates what they declare.
-absl::Status check_codec_header(DcmPixelData* pixel_data, E_TransferSyntax xfer, const PixelDescription& p,
-                                const PixelLimits& limits) {
+// The fragments of encapsulated Pixel Data as read from the file, or nullptr when it is not encapsulated.
+DcmPixelSequence* encapsulated_sequence(DcmPixelData* pixel_data) {
   E_TransferSyntax rep_type = EXS_Unknown;
   const DcmRepresentationParameter* rep_param = nullptr;
   pixel_data->getOriginalRepresentationKey(rep_type, rep_param);
   DcmPixelSequence* sequence = nullptr;
+  if (pixel_data->getEncapsulatedRepresentation(rep_type, rep_param, sequence).bad()) return nullptr;
+  return sequence;
+}
+
+// The header checks of codec_guards.h on frame 1's compressed bytes, before DCMTK's codec (or the frame buffer
+// here) allocates what they declare.
+absl::Status check_codec_header(DcmPixelData* pixel_data, E_TransferSyntax xfer, const PixelDescription& p,
+                                const PixelLimits& limits) {
+  DcmPixelSequence* sequence = encapsulated_sequence(pixel_data);
   DcmPixelItem* item = nullptr;
   Uint8* first = nullptr;
-  if (pixel_data->getEncapsulatedRepresentation(rep_type, rep_param, sequence).bad() || sequence == nullptr ||
+  if (sequence == nullptr ||
       sequence->getItem(item, 1).bad() || item == nullptr || item->getUint8Array(first).bad() || first == nullptr) {
     return absl::OkStatus();  // nothing to scan: DCMTK's decoder reports it
   }
@@ -317,11 +324,8 @@ absl::StatusOr<cv::Mat> decode_frame1(DcmDataset* ds, E_TransferSyntax xfer, Pix
     return frame;
   }
   if (is_jpeg2000(xfer)) {
-    E_TransferSyntax rep_type = EXS_Unknown;
-    const DcmRepresentationParameter* rep_param = nullptr;
-    pixel_data->getOriginalRepresentationKey(rep_type, rep_param);
-    DcmPixelSequence* sequence = nullptr;
-    if (pixel_data->getEncapsulatedRepresentation(rep_type, rep_param, sequence).bad() || sequence == nullptr) {
+    DcmPixelSequence* sequence = encapsulated_sequence(pixel_data);
+    if (sequence == nullptr) {
       return absl::InvalidArgumentError("JPEG 2000 transfer syntax but the Pixel Data is not encapsulated");
     }
     std::string bitstream;
@@ -342,11 +346,7 @@ absl::StatusOr<cv::Mat> decode_frame1(DcmDataset* ds, E_TransferSyntax xfer, Pix
     // The header checks first, as on the exact path; then libjpeg-turbo's scaled decoding, or (nullopt: not
     // 8-bit, or any libjpeg error or warning) DCMTK's exact decoder and its error message.
     CMN_RETURN_IF_ERROR(check_codec_header(pixel_data, xfer, *p, options.pixel_limits()));
-    E_TransferSyntax rep_type = EXS_Unknown;
-    const DcmRepresentationParameter* rep_param = nullptr;
-    pixel_data->getOriginalRepresentationKey(rep_type, rep_param);
-    DcmPixelSequence* sequence = nullptr;
-    if (pixel_data->getEncapsulatedRepresentation(rep_type, rep_param, sequence).good() && sequence != nullptr) {
+    if (DcmPixelSequence* sequence = encapsulated_sequence(pixel_data); sequence != nullptr) {
       absl::StatusOr<std::string> bitstream = frame1_bitstream(sequence, p->frames);
       if (bitstream.ok()) {
         std::optional<JpegDraft> draft = decode_jpeg_draft(*bitstream, p->rows, p->columns, options.draft_min_side);
