@@ -42,32 +42,38 @@ constexpr char kDicomWebPlugin[] = "/usr/share/orthanc/plugins/libOrthancDicomWe
 
 using Child = cmn::testing::ChildProcess;
 
-inline int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// Whether a listening socket could be bound to 127.0.0.1:`port` now, with SO_REUSEADDR as Orthanc's DICOM
-// (DCMTK) and HTTP (CivetWeb) servers bind theirs: false while another socket still listens there.
-inline bool port_bindable(int port) {
+// A TCP socket bound to 127.0.0.1:`port` (0 = any free port), with SO_REUSEADDR as Orthanc's DICOM (DCMTK)
+// and HTTP (CivetWeb) servers bind theirs; -1 when the bind fails. The caller closes it.
+inline int bind_loopback(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  if (fd < 0) return -1;
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 && ::listen(fd, 1) == 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+inline int free_port() {
+  const int fd = bind_loopback(0);
+  sockaddr_in addr{};
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Whether Orthanc could listen on `port` now: false while another socket still listens there.
+inline bool port_bindable(int port) {
+  const int fd = bind_loopback(port);
+  const bool ok = fd >= 0 && ::listen(fd, 1) == 0;
+  if (fd >= 0) ::close(fd);
   return ok;
 }
 
