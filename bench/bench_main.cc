@@ -3,6 +3,7 @@
 // Builds on cmn_model alone (LibTorch only: GPU hosts); with cmn_preprocessing it also reads image files.
 //   cmn-bench --r2gencmn MODEL.pth --args config.json [--images A.png ... | --inputs inputs.pt | --random B]
 //             [--repeat 5] [--threads 2] [--beam-size 3] [--max-length 60] [--batch B] [--device cpu|cuda]
+//             [--precision fp32|bf16|int8]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -25,7 +26,7 @@
 namespace {
 
 struct Args {
-  std::string checkpoint, args_json, inputs, device = "cpu";
+  std::string checkpoint, args_json, inputs, device = "cpu", precision = "fp32";
   std::vector<std::string> images;
   int64_t random_studies = 0, repeat = 5, threads = 2, batch = 0;
   std::optional<int64_t> beam_size, max_length;
@@ -36,7 +37,7 @@ struct Args {
   std::cerr << "cmn-bench: " << message << "\n"
             << "usage: cmn-bench --r2gencmn MODEL.pth --args config.json [--images A.png ... | --inputs inputs.pt |"
                " --random B] [--repeat N] [--threads N] [--beam-size N] [--max-length N] [--sample-method M]"
-               " [--batch B] [--device cpu|cuda]\n";
+               " [--batch B] [--device cpu|cuda] [--precision fp32|bf16|int8]\n";
   std::exit(2);
 }
 
@@ -71,6 +72,7 @@ Args parse(int argc, char** argv) {
     else if (flag == "--max-length") a.max_length = to_int(flag, value());
     else if (flag == "--sample-method") a.method = value();
     else if (flag == "--device") a.device = value();
+    else if (flag == "--precision") a.precision = value();
     else if (flag == "--images") {
       while (i + 1 < argc && std::strncmp(argv[i + 1], "--", 2) != 0) a.images.push_back(argv[++i]);
     } else if (flag == "--help" || flag == "-h") {
@@ -111,10 +113,17 @@ int main(int argc, char** argv) {
                 << ": CUDA is not available (this LibTorch was built without CUDA, or no GPU is visible)\n";
       return 2;
     }
+    const auto precision = cmn::model::parse_precision(a.precision);
+    if (!precision) usage_error("--precision must be fp32, bf16 or int8, got '" + a.precision + "'");
+    if (const auto missing = cmn::model::precision_unavailable(*precision, a.device); !missing.empty()) {
+      std::cerr << "cmn-bench: " << missing << "\n";
+      return 2;
+    }
     auto config = cmn::model::read_model_config(a.args_json);
     auto model = cmn::model::load_r2gencmn(a.checkpoint, config);
     model->to(device);
     model->reset_inference_cache();
+    model->set_precision(*precision);
     const int64_t views = model->config().effective_views();
 
     // Preprocessed images [B,V,3,224,224], with the time it took to make them from files (0 for tensors).
@@ -188,6 +197,7 @@ int main(int argc, char** argv) {
          << ", \"views\": " << views << ", \"beam_size\": " << options.beam_size << ", \"max_length\": "
          << options.max_length << ", \"decode_steps\": " << steps << ", \"repeat\": " << a.repeat
          << ", \"threads\": " << at::get_num_threads() << ", \"device\": \"" << device.str()
+         << "\", \"precision\": \"" << cmn::model::precision_name(*precision)
          << "\", \"blas\": \"" << cmn::model::active_blas().library << "\"}";
     std::cout << json.str() << std::endl;
     return 0;

@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
   std::optional<double> temperature;
   int threads = 2;
   std::string device = "cpu";
+  std::string precision = "fp32";
   int64_t batch_size = 8;
   bool overwrite = false, fail_on_error = false, no_read_ahead = false, draft_decode = false;
   auto* ckpt_opt = app.add_option("--r2gencmn", checkpoint, "R2GenCMN checkpoint (.pth, torch.save format)")
@@ -131,6 +132,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "intra-op threads (0 = the process's CPU budget: affinity, cgroup cpu.max)")
       ->check(CLI::Range(0, 256));
   app.add_option("--device", device, "where the model runs: cpu, cuda or cuda:N (needs a CUDA LibTorch)");
+  app.add_option("--precision", precision,
+                 "fp32 (exact, default), bf16 (needs AVX512_BF16/AMX or CUDA) or int8 (dynamic quantisation, CPU)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   app.add_option("--batch-size", batch_size, "studies decoded together")->check(CLI::Range(1, 256));
   app.add_option("--output", output,
                  "JSON lines file. --images: written atomically. --dicom/--manifest/--split: appended and synced "
@@ -232,7 +236,12 @@ int main(int argc, char** argv) {
   if (!bundle_dir.empty() && !loaded->info.allowed_modalities.empty() && modalities_opt->count() == 0) {
     modalities = loaded->info.allowed_modalities;
   }
-  auto replica = cmn::engine::Replica::create(loaded->model, device);
+  const auto replica_precision = *cmn::model::parse_precision(precision);  // CLI::IsMember checked the name
+  if (const auto missing = cmn::model::precision_unavailable(replica_precision, device); !missing.empty()) {
+    std::cerr << "cmn-generate: --precision: " << missing << "\n";
+    return 2;
+  }
+  auto replica = cmn::engine::Replica::create(loaded->model, device, replica_precision);
   if (!replica.ok()) {
     std::cerr << "cmn-generate: --device: " << replica.status().message() << "\n";
     return 2;

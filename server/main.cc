@@ -64,9 +64,10 @@ int main(int argc, char** argv) {
                  << "' is UNTRAINED (random weights): every report it writes is meaningless";
   }
   if (check_only) {
-    // The device too: a start on `model.device: cuda` without CUDA must fail here, not only at serve time.
-    if (auto replica = cmn::engine::Replica::create(model->model, config->model.device); !replica.ok()) {
-      LOG(ERROR) << "cmn-server: model.device: " << replica.status().message();
+    // The device and precision too: a start on `model.device: cuda` without CUDA, or `model.precision: bf16` on a
+    // CPU without bf16 instructions, must fail here, not only at serve time.
+    if (auto replica = cmn::server::make_serving_replica(config->model, model->model); !replica.ok()) {
+      LOG(ERROR) << "cmn-server: " << replica.status().message();
       return 1;
     }
     std::cout << "ok: model " << model->info.name << " version " << model->info.version << " " << model->info.digest

@@ -43,8 +43,10 @@ Replica::Replica(std::shared_ptr<const Model> model, std::unique_ptr<Impl> impl)
 Replica::~Replica() = default;
 
 std::string Replica::device() const { return impl_->device.str(); }
+model::Precision Replica::precision() const { return impl_->network->precision(); }
 
-absl::StatusOr<std::unique_ptr<Replica>> Replica::create(std::shared_ptr<const Model> model, const std::string& device) {
+absl::StatusOr<std::unique_ptr<Replica>> Replica::create(std::shared_ptr<const Model> model, const std::string& device,
+                                                         model::Precision precision) {
   if (model == nullptr) return absl::InvalidArgumentError("Replica::create: no model");
   auto impl = std::make_unique<Impl>();
   try {
@@ -66,11 +68,15 @@ absl::StatusOr<std::unique_ptr<Replica>> Replica::create(std::shared_ptr<const M
   } else if (!impl->device.is_cpu()) {
     return absl::InvalidArgumentError(absl::StrCat("device '", device, "' is not one of cpu, cuda, cuda:N"));
   }
+  if (std::string missing = model::precision_unavailable(precision, device); !missing.empty()) {
+    return absl::FailedPreconditionError(missing);
+  }
   try {
-    if (impl->device.is_cpu()) {
+    if (impl->device.is_cpu() && precision == model::Precision::kFp32) {
       impl->network = model::R2GenCMN(model->network());  // shares the weights (and their caches)
     } else {
-      // A copy of the weights on the device; the caches are filled there on first use.
+      // A copy of the weights on the device (and in the replica's precision); the caches are filled there on
+      // first use.
       impl->network = model::R2GenCMN(model->config());
       torch::NoGradGuard no_grad;
       auto src_params = model->network()->named_parameters(/*recurse=*/true);
@@ -80,6 +86,7 @@ absl::StatusOr<std::unique_ptr<Replica>> Replica::create(std::shared_ptr<const M
       impl->network->to(impl->device);
       impl->network->eval();
       impl->network->reset_inference_cache();
+      impl->network->set_precision(precision);
     }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("cannot place the model on '", device, "': ", e.msg()));

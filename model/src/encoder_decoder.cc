@@ -44,12 +44,12 @@ torch::Tensor subsequent_mask(int64_t size, const torch::Device& device) {
 BaseCMNImpl::BaseCMNImpl(const ModelConfig& c) : config_(c) {
   TORCH_CHECK(c.vocab_size > 0, "BaseCMN needs vocab_size > 0 (set it from the tokenizer or the checkpoint)");
   tgt_vocab_ = c.vocab_size + 1;
-  att_embed = register_module("att_embed", torch::nn::Sequential(torch::nn::Linear(c.d_vf, c.d_model),
+  att_embed = register_module("att_embed", torch::nn::Sequential(Linear(c.d_vf, c.d_model),
                                                                  torch::nn::ReLU(),
                                                                  torch::nn::Dropout(c.drop_prob_lm)));
   cmn = register_module("cmn", MultiThreadMemory(c.num_heads, c.d_model, c.topk));
   model = register_module("model", Transformer(c, tgt_vocab_, cmn));
-  logit = register_module("logit", torch::nn::Linear(c.d_model, tgt_vocab_));
+  logit = register_module("logit", Linear(c.d_model, tgt_vocab_));
   memory_matrix = register_parameter("memory_matrix", torch::empty({c.cmm_size, c.cmm_dim}));
 
   // Initialisation as the reference: xavier_uniform_ on every >1-D parameter of the transformer (which

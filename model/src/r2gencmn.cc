@@ -95,6 +95,16 @@ void R2GenCMNImpl::reset_inference_cache() {
   encoder_decoder->reset_inference_cache();
 }
 
+void R2GenCMNImpl::set_precision(Precision p) {
+  // The trunk: bf16 folded convolutions for kBf16; int8 has no trunk path of its own and keeps fp32 there.
+  visual_extractor->set_precision(p == Precision::kBf16 ? Precision::kBf16 : Precision::kFp32);
+  for (auto& module : modules(/*include_self=*/false)) {
+    if (auto linear = std::dynamic_pointer_cast<LinearImpl>(module)) linear->set_precision(p);
+  }
+  encoder_decoder->reset_inference_cache();  // the memory keys/values are projected by Linears
+  precision_ = p;
+}
+
 R2GenCMN load_r2gencmn(const std::string& path, ModelConfig config) {
   auto ckpt = read_checkpoint(path);
   const torch::Tensor* logit = nullptr;

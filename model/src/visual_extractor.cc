@@ -97,6 +97,19 @@ void VisualExtractorImpl::build_folded() {
       blocks.push_back(std::move(f));
     }
   }
+  if (bf16_) {
+    auto to_bf16 = [](FoldedConv& c) {
+      c.weight = c.weight.to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast);  // [Cout,Cin,k,k]
+      c.bias = c.bias.to(torch::kBFloat16);                                                     // [Cout]
+    };
+    to_bf16(stem_);
+    for (auto& f : blocks) {
+      to_bf16(f.c1);
+      to_bf16(f.c2);
+      to_bf16(f.c3);
+      if (f.has_downsample) to_bf16(f.down);
+    }
+  }
   folded_ = std::move(blocks);
 }
 
@@ -105,7 +118,8 @@ torch::Tensor VisualExtractorImpl::forward_folded(const torch::Tensor& images) {
   auto apply = [](const torch::Tensor& x, const FoldedConv& c) {
     return torch::conv2d(x, c.weight, c.bias, c.stride, c.padding);
   };
-  auto x = apply(images, stem_).relu_();                             // [N,64,112,112]
+  const auto input = bf16_ ? images.to(torch::kBFloat16).contiguous(torch::MemoryFormat::ChannelsLast) : images;
+  auto x = apply(input, stem_).relu_();                              // [N,64,112,112]
   x = torch::max_pool2d(x, 3, 2, 1);                                       // [N,64,56,56]
   for (const auto& b : folded_) {
     auto out = apply(x, b.c1).relu_();
@@ -114,6 +128,7 @@ torch::Tensor VisualExtractorImpl::forward_folded(const torch::Tensor& images) {
     out.add_(b.has_downsample ? apply(x, b.down) : x);
     x = out.relu_();
   }
+  if (bf16_) return x.to(torch::kFloat).contiguous();                      // [N,2048,7,7] fp32, NCHW
   return x;                                                                // [N,2048,7,7]
 }
 

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "cmn/common/config_reader.h"
 #include "cmn/common/status_macros.h"
+#include "cmn/model/precision.h"
 #include "cmn/pipeline/dicom_sr.h"
 
 namespace cmn::server {
@@ -32,6 +33,7 @@ void visit(V& v, ModelOptions& o) {
   v("annotation", o.annotation);
   v("threads", o.threads);
   v("device", o.device);
+  v("precision", o.precision);
   v("allow_untrained", o.allow_untrained);
 }
 
@@ -149,6 +151,10 @@ absl::Status validate_server_config(const ServerConfig& c) {
     return absl::InvalidArgumentError("model.r2gencmn needs model.args and model.annotation (and the other way round)");
   }
   CMN_RETURN_IF_ERROR(at_least("model.threads", c.model.threads, 0));
+  if (!model::parse_precision(c.model.precision)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.precision: must be fp32, bf16 or int8, got '", c.model.precision, "'"));
+  }
 
   CMN_RETURN_IF_ERROR(at_least("engine.max_batch_size", c.engine.max_batch_size, 1));
   CMN_RETURN_IF_ERROR(at_least("engine.max_queue_delay_ms", c.engine.max_queue_delay_ms, 0));

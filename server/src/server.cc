@@ -65,11 +65,9 @@ absl::StatusOr<std::unique_ptr<ReportServer>> ReportServer::serve(const ServerCo
 
   const auto& info = s->model_.info;
   s->metrics_.set_model_info(info.name, info.version, info.digest, info.untrained);
-  auto replica = engine::Replica::create(s->model_.model, config.model.device);
-  if (!replica.ok()) {  // e.g. model.device: cuda on a LibTorch without CUDA: a refused start naming both
-    return absl::Status(replica.status().code(), absl::StrCat("model.device: ", replica.status().message()));
-  }
-  s->engine_ = std::make_unique<Engine>(std::move(*replica), config.engine, &s->metrics_);
+  CMN_ASSIGN_OR_RETURN(auto replica, make_serving_replica(config.model, s->model_.model));
+  LOG(INFO) << "cmn-server: replica on " << replica->device() << " in " << model::precision_name(replica->precision());
+  s->engine_ = std::make_unique<Engine>(std::move(replica), config.engine, &s->metrics_);
   ServiceOptions service_options;
   service_options.limits = config.limits;
   service_options.engine = config.engine;

@@ -26,4 +26,21 @@ absl::StatusOr<ServingModel> load_serving_model(const ModelOptions& options) {
   return served;
 }
 
+absl::StatusOr<std::unique_ptr<engine::Replica>> make_serving_replica(const ModelOptions& options,
+                                                                      std::shared_ptr<const engine::Model> model) {
+  const auto precision = model::parse_precision(options.precision);
+  if (!precision) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.precision: must be fp32, bf16 or int8, got '", options.precision, "'"));
+  }
+  if (std::string missing = model::precision_unavailable(*precision, options.device); !missing.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("model.precision: ", missing));
+  }
+  auto replica = engine::Replica::create(std::move(model), options.device, *precision);
+  if (!replica.ok()) {  // e.g. model.device: cuda on a LibTorch without CUDA: a refused start naming both
+    return absl::Status(replica.status().code(), absl::StrCat("model.device: ", replica.status().message()));
+  }
+  return replica;
+}
+
 }  // namespace cmn::server

@@ -72,6 +72,41 @@ TEST(ServingModelTest, CudaDeviceWithoutCudaIsARefusedStartNamingTheKeyAndCuda) 
   EXPECT_NE(bad.status().message().find("'tpu'"), std::string::npos) << bad.status();
 }
 
+// model.precision: a name that is not a precision, or one this host cannot run, is a refused start naming the
+// key; one it can run serves real requests over gRPC.
+TEST(ServingModelTest, PrecisionIsCheckedAtStartAndTheReplicaServesInIt) {
+  ServerConfig config = test_config(untrained_bundle_dir());
+  config.model.precision = "fp16";
+  auto bad = ReportServer::serve(config, untrained_model());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("model.precision"), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("'fp16'"), std::string::npos) << bad.status();
+
+  config.model.precision = "int8";
+  config.model.device = "cuda";
+  auto cuda = ReportServer::serve(config, untrained_model());
+  ASSERT_FALSE(cuda.ok());
+  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(cuda.status().message().find("model.precision"), std::string::npos) << cuda.status();
+  EXPECT_NE(cuda.status().message().find("CPU only"), std::string::npos) << cuda.status();
+
+  config.model.device = "cpu";
+  config.model.precision = model::precision_unavailable(model::Precision::kBf16, "cpu").empty() ? "bf16" : "int8";
+  auto replica = make_serving_replica(config.model, untrained_model().model);
+  ASSERT_TRUE(replica.ok()) << replica.status();
+  EXPECT_EQ(model::precision_name((*replica)->precision()), config.model.precision);
+  RunningServer s = start_server(config, untrained_model());
+  ASSERT_TRUE(s.server);
+  grpc::ClientContext context;
+  set_deadline(&context, std::chrono::seconds(120));
+  v1::GenerateReportResponse response;
+  const grpc::Status status = s.stub->GenerateReport(
+      &context, make_request({cmn::testing::chest("gdcm-CR-MONO1-10-chest_explicitLE.dcm")}, 6), &response);
+  ASSERT_TRUE(status.ok()) << config.model.precision << ": " << status.error_message();
+  EXPECT_FALSE(response.report().empty());
+}
+
 TEST(ResolveDecodingTest, DefaultsOverridesAndClamps) {
   model::ModelConfig config;  // beam 3, 60 tokens, beam_search
   LimitsOptions limits;

@@ -119,6 +119,49 @@ TEST(CmnBench, PrintsOneJsonLineOfMedians) {
   EXPECT_EQ(j.at("device").get<std::string>(), "cpu");
 }
 
+// --precision int8 (available wherever LibTorch has a quantized engine, as Debian's has): the same two studies
+// get reports; a name that is not a precision is a usage error naming the flag.
+TEST(CmnGenerate, PrecisionInt8WritesReportsAndOtherNamesAreUsageErrors) {
+  const fs::path out = fs::path(::testing::TempDir()) / ("cmn_generate_int8_" + std::to_string(getpid()) + ".jsonl");
+  fs::remove(out);
+  const auto r = run(std::string(CMN_GENERATE_BIN) + parity_model_args() + fixture_images() +
+                     " --beam-size 3 --max-length 20 --threads 1 --precision int8 --output " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(out);
+  int studies = 0;
+  for (std::string line; std::getline(in, line); ++studies) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_FALSE(j.at("report").get<std::string>().empty());
+    EXPECT_LT(j.at("log_prob").get<double>(), 0.0);
+  }
+  EXPECT_EQ(studies, 2);
+  const auto bad = run(std::string(CMN_GENERATE_BIN) + parity_model_args() + fixture_images() + " --precision fp16");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--precision"), std::string::npos) << bad.err;
+}
+
+// cmn-precision-check: one JSON line per asked precision, with agreement, log-prob deltas and speed ratios.
+TEST(CmnPrecisionCheck, PrintsAgreementLogProbDeltasAndSpeedPerPrecision) {
+  const auto r = run(std::string(CMN_PRECISION_CHECK_BIN) + " --r2gencmn " + shared("parity/dev/model.pth") +
+                     " --args " + shared("parity/dev/config.json") + " --inputs " + shared("parity/dev/inputs.pt") +
+                     " --precisions int8 --repeat 1 --max-length 8 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("precision").get<std::string>(), "int8");
+  EXPECT_EQ(j.at("studies").get<int>(), 2);
+  EXPECT_GE(j.at("exact_reports").get<int>(), 0);
+  EXPECT_LE(j.at("exact_reports").get<int>(), 2);
+  EXPECT_GT(j.at("token_f1_mean").get<double>(), 0.5);
+  EXPECT_LE(j.at("token_f1_mean").get<double>(), 1.0);
+  // Teacher-forced over fp32's own tokens: int8 moves a token's log-prob by hundredths, not tenths.
+  EXPECT_GT(j.at("logprob_delta_max").get<double>(), 0.0);
+  EXPECT_LT(j.at("logprob_delta_max").get<double>(), 0.2);
+  EXPECT_GT(j.at("total_speedup").get<double>(), 0.0);
+  const auto bad = run(std::string(CMN_PRECISION_CHECK_BIN) + " --r2gencmn x --args y --random 1 --precisions fp16");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("fp16"), std::string::npos) << bad.err;
+}
+
 TEST(CmnBench, UnknownOptionIsAUsageError) {
   const auto r = run(std::string(CMN_BENCH_BIN) + " --bogus 1");
   EXPECT_EQ(r.exit_code, 2);

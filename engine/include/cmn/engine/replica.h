@@ -17,6 +17,7 @@
 #include "cmn/engine/model.h"
 #include "cmn/engine/observer.h"
 #include "cmn/model/decoding_options.h"
+#include "cmn/model/precision.h"
 #include "cmn/preprocessing/image_pipeline.h"
 
 namespace at {
@@ -62,9 +63,12 @@ absl::Status validate_decoding(const model::DecodingOptions& decoding);
 class Replica {
  public:
   // device: "cpu", "cuda" or "cuda:N". On a LibTorch without CUDA, or with no GPU visible, a CUDA device is
-  // FailedPrecondition naming CUDA. On the CPU the replica shares the Model's weights; elsewhere it copies them.
+  // FailedPrecondition naming CUDA. precision (model/precision.h): a precision this host cannot run (bf16 without
+  // AVX512_BF16 / AMX, int8 on CUDA) is FailedPrecondition naming what is missing. An fp32 replica on the CPU
+  // shares the Model's weights; any other replica copies them (and adds its bf16 / int8 derived weights).
   static absl::StatusOr<std::unique_ptr<Replica>> create(std::shared_ptr<const Model> model,
-                                                         const std::string& device = "cpu");
+                                                         const std::string& device = "cpu",
+                                                         model::Precision precision = model::Precision::kFp32);
   ~Replica();
   Replica(const Replica&) = delete;
   Replica& operator=(const Replica&) = delete;
@@ -72,6 +76,7 @@ class Replica {
   const Model& model() const { return *model_; }
   const std::shared_ptr<const Model>& shared_model() const { return model_; }
   std::string device() const;
+  model::Precision precision() const;
 
   // studies[b] = the model's V views in slot order, each [3, H, W] as preprocessing gives them. `options` is
   // empty (nothing extra) or one entry per study. Errors: InvalidArgument (wrong view count or image shape,

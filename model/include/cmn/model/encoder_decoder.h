@@ -96,7 +96,7 @@ class BaseCMNImpl : public torch::nn::Module {
   torch::nn::Sequential att_embed{nullptr};  // 0 Linear(d_vf,d), 1 ReLU, 2 Dropout(drop_prob_lm)
   MultiThreadMemory cmn{nullptr};
   Transformer model{nullptr};
-  torch::nn::Linear logit{nullptr};
+  Linear logit{nullptr};
   torch::Tensor memory_matrix;               // [cmm_size, cmm_dim]
 
  private:

@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "cmn/model/precision.h"
+
 namespace cmn::model {
 
 // LayerNorm as the reference writes it (not torch.nn.LayerNorm): a_2 * (x - mean) / (std + eps) + b_2,
@@ -21,11 +23,29 @@ class LayerNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LayerNorm);
 
+// torch::nn::Linear with the same parameters ("weight" [out,in], "bias" [out]) and the same initialisation, so
+// checkpoints and seeded training are unchanged, plus derived weights for reduced-precision inference
+// (precision.h): forward() uses them only in eval mode with grad off; otherwise it is torch::nn::Linear's.
+class LinearImpl : public torch::nn::LinearImpl {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features);
+  torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out], fp32 in and out in every precision
+  // Builds the derived copies from the current weights (call again after changing them).
+  void set_precision(Precision p);
+  Precision precision() const { return precision_; }
+
+ private:
+  Precision precision_ = Precision::kFp32;
+  torch::Tensor weight_bf16_, bias_bf16_;  // kBf16: [out,in], [out]
+  c10::IValue packed_int8_;                // kInt8: LinearPackedParamsBase (quantized::linear_prepack)
+};
+TORCH_MODULE(Linear);
+
 // Four d x d projections registered as the ModuleList "linears" (clones(nn.Linear, 4) in the reference):
 // linears.0 = query, .1 = key, .2 = value, .3 = output. The typed handles below share those modules.
 struct Projections {
   torch::nn::ModuleList list{nullptr};
-  torch::nn::Linear q{nullptr}, k{nullptr}, v{nullptr}, out{nullptr};
+  Linear q{nullptr}, k{nullptr}, v{nullptr}, out{nullptr};
 };
 Projections register_projections(torch::nn::Module& owner, int64_t d_model);
 
@@ -88,7 +108,7 @@ class PositionwiseFeedForwardImpl : public torch::nn::Module {
  public:
   PositionwiseFeedForwardImpl(int64_t d_model, int64_t d_ff, double dropout);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear w_1{nullptr}, w_2{nullptr};
+  Linear w_1{nullptr}, w_2{nullptr};
   torch::nn::Dropout dropout{nullptr};
 };
 TORCH_MODULE(PositionwiseFeedForward);

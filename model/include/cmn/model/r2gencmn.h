@@ -48,6 +48,11 @@ class R2GenCMNImpl : public torch::nn::Module {
 
   // Forget weight-derived caches (folded batch norm, memory projections): call after changing weights.
   void reset_inference_cache();
+  // Inference precision (precision.h): rebuilds the trunk's folded weights and every Linear's derived copy from
+  // the current weights. The weights themselves stay fp32; fp32 drops the copies. Check
+  // precision_unavailable() first: this does not.
+  void set_precision(Precision p);
+  Precision precision() const { return precision_; }
 
   const ModelConfig& config() const { return config_; }
 
@@ -56,6 +61,7 @@ class R2GenCMNImpl : public torch::nn::Module {
 
  private:
   ModelConfig config_;
+  Precision precision_ = Precision::kFp32;
 };
 TORCH_MODULE(R2GenCMN);
 

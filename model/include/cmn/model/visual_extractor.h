@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include "cmn/model/precision.h"
+
 namespace cmn::model {
 
 // torchvision's Bottleneck (ResNet v1.5: the stride sits on the 3x3 conv).
@@ -52,6 +54,12 @@ class VisualExtractorImpl : public torch::nn::Module {
   // Inference copy of the trunk with every BatchNorm folded into its convolution (eval mode only).
   // Rebuilt after weights change (reset_inference_cache); the training path never uses it.
   void reset_inference_cache() { folded_.clear(); }
+  // kBf16: the folded weights in bfloat16, channels_last (oneDNN's fast layout); the trunk's input is cast to
+  // bf16 and its output back to fp32. Anything else: fp32. Inference only, like the folded trunk itself.
+  void set_precision(Precision p) {
+    bf16_ = p == Precision::kBf16;
+    folded_.clear();
+  }
 
   // ModuleList rather than Sequential: LibTorch's Sequential cannot nest Sequentials; the indices (and so the
   // state_dict keys) are the same: 0 conv1, 1 bn1, 2 relu, 3 maxpool, 4..7 layer1..layer4.
@@ -73,6 +81,7 @@ class VisualExtractorImpl : public torch::nn::Module {
   torch::Tensor forward_folded(const torch::Tensor& images);  // [N,3,H,W] -> [N,2048,H/32,W/32]
   torch::Tensor forward_trunk(const torch::Tensor& images);   // same, with the modules (training)
   std::string kind_ = kResNet101Trunk;
+  bool bf16_ = false;
   FoldedConv stem_;
   std::vector<FoldedBlock> folded_;
 };

@@ -35,6 +35,9 @@ struct ModelOptions {
   std::string annotation;   // ... and the annotation.json its vocabulary was built from
   int threads = 0;          // LibTorch intra-op threads; 0 = the process's CPU budget (affinity, cgroup cpu.max)
   std::string device = "cpu";  // the replica's device: cpu | cuda | cuda:N (a LibTorch without CUDA refuses to start)
+  // The replica's precision: fp32 (exact, the default) | bf16 (needs AVX512_BF16 / AMX, or CUDA) | int8 (CPU);
+  // a host that cannot run it refuses to start, naming what is missing (model/precision.h).
+  std::string precision = "fp32";
   bool allow_untrained = true;  // false: refuse to start on a bundle marked untrained (production)
 };
 

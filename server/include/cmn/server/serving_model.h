@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "cmn/engine/model.h"
+#include "cmn/engine/replica.h"
 #include "cmn/pipeline/bundle_info.h"
 #include "cmn/server/config.h"
 
@@ -19,5 +20,10 @@ struct ServingModel {
 // (digest = SHA-256 of the checkpoint file). Errors say which file is bad and why, prefixed with the config
 // key. With allow_untrained false, an untrained bundle is FAILED_PRECONDITION.
 absl::StatusOr<ServingModel> load_serving_model(const ModelOptions& options);
+
+// The served replica: `model.device` in `model.precision`. A device or precision this host cannot run is an
+// error prefixed with its config key (FAILED_PRECONDITION "model.precision: precision bf16 needs a CPU with ...").
+absl::StatusOr<std::unique_ptr<engine::Replica>> make_serving_replica(const ModelOptions& options,
+                                                                      std::shared_ptr<const engine::Model> model);
 
 }  // namespace cmn::server
