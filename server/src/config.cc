@@ -42,6 +42,7 @@ void visit(V& v, EngineOptions& o) {
   v("max_batch_size", o.max_batch_size);
   v("max_queue_delay_ms", o.max_queue_delay_ms);
   v("max_pending", o.max_pending);
+  v("stat_reserved_slots", o.stat_reserved_slots);
   v("preprocess_threads", o.preprocess_threads);
 }
 
@@ -159,6 +160,7 @@ absl::Status validate_server_config(const ServerConfig& c) {
   CMN_RETURN_IF_ERROR(at_least("engine.max_batch_size", c.engine.max_batch_size, 1));
   CMN_RETURN_IF_ERROR(at_least("engine.max_queue_delay_ms", c.engine.max_queue_delay_ms, 0));
   CMN_RETURN_IF_ERROR(at_least("engine.max_pending", c.engine.max_pending, 1));
+  CMN_RETURN_IF_ERROR(at_least("engine.stat_reserved_slots", c.engine.stat_reserved_slots, 0));
   CMN_RETURN_IF_ERROR(at_least("engine.preprocess_threads", c.engine.preprocess_threads, 1));
 
   CMN_RETURN_IF_ERROR(at_least("limits.max_instances", c.limits.max_instances, 1));

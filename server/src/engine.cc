@@ -22,6 +22,7 @@ struct Engine::Job {
   Clock::time_point deadline = Clock::time_point::max();
   bool wants_progress = false;
   bool attention = false;           // JobControl::attention
+  Priority priority = Priority::kRoutine;
   std::atomic<bool> abandoned{false};  // the caller returned (cancelled, deadline, write failed)
 
   std::mutex mutex;                 // guards what follows
@@ -117,12 +118,13 @@ Engine::Engine(std::unique_ptr<engine::Replica> replica, const EngineOptions& op
 
 Engine::~Engine() { stop(); }
 
-absl::StatusOr<Engine::Slot> Engine::admit() {
+absl::StatusOr<Engine::Slot> Engine::admit(Priority priority) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (stopping_) return absl::UnavailableError("the server is shutting down");
-  if (pending_ >= options_.max_pending) {
-    return absl::ResourceExhaustedError(absl::StrCat("server busy: ", pending_, " requests in progress (limit ",
-                                                     options_.max_pending, "); retry later"));
+  const int64_t limit = options_.max_pending + (priority == Priority::kStat ? options_.stat_reserved_slots : 0);
+  if (pending_ >= limit) {
+    return absl::ResourceExhaustedError(absl::StrCat("server busy: ", pending_, " requests in progress (limit ", limit,
+                                                     priority == Priority::kStat ? " for STAT" : "", "); retry later"));
   }
   ++pending_;
   if (metrics_ != nullptr) metrics_->set_in_flight(pending_);
@@ -164,11 +166,17 @@ absl::StatusOr<JobResult> Engine::run(const Slot& slot, std::vector<preprocessin
   job->deadline = control.deadline;
   job->wants_progress = static_cast<bool>(control.on_progress);
   job->attention = control.attention;
+  job->priority = control.priority;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return absl::UnavailableError("the server is shutting down");
     job->enqueued = Clock::now();
-    queue_.push_back(job);
+    // STAT: behind the STAT studies already waiting, ahead of every routine one.
+    auto at = queue_.end();
+    if (job->priority == Priority::kStat) {
+      at = std::find_if(queue_.begin(), queue_.end(), [](const auto& j) { return j->priority != Priority::kStat; });
+    }
+    queue_.insert(at, job);
     publish_queue_depth_locked();
   }
   work_ready_.notify_all();
@@ -247,8 +255,9 @@ std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<st
         return j == first || (!first->batch_key.empty() && j->batch_key == first->batch_key);
       }));
     };
-    // Wait for batch partners, at most max_queue_delay_ms after the oldest study arrived.
-    if (!first->batch_key.empty() && max_batch > 1 && options_.max_queue_delay_ms > 0 && !flushing_) {
+    // Wait for batch partners, at most max_queue_delay_ms after the oldest study arrived; a STAT study does not.
+    if (!first->batch_key.empty() && max_batch > 1 && options_.max_queue_delay_ms > 0 && !flushing_ &&
+        first->priority != Priority::kStat) {
       const auto until = first->enqueued + std::chrono::milliseconds(options_.max_queue_delay_ms);
       work_ready_.wait_until(lock, until, [&] {
         return stopping_ || flushing_ || first->abandoned.load() || compatible() >= max_batch;

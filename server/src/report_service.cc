@@ -214,8 +214,9 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   const Clock::time_point deadline = steady_deadline(*context);
   if (Clock::now() >= deadline) return absl::DeadlineExceededError("deadline exceeded before the call started");
 
-  // 2. A place in the engine, or RESOURCE_EXHAUSTED at once.
-  CMN_ASSIGN_OR_RETURN(Engine::Slot slot, engine_->admit());
+  // 2. A place in the engine, or RESOURCE_EXHAUSTED at once (STAT calls have slots of their own).
+  const Priority priority = request.priority() == v1::PRIORITY_STAT ? Priority::kStat : Priority::kRoutine;
+  CMN_ASSIGN_OR_RETURN(Engine::Slot slot, engine_->admit(priority));
 
   // 3. DICOM -> the model's view slots.
   const auto preprocess_start = Clock::now();
@@ -230,6 +231,7 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   control.cancelled = [context] { return context->IsCancelled(); };
   control.on_progress = on_progress;
   control.attention = request.output().attention_maps();
+  control.priority = priority;
   CMN_ASSIGN_OR_RETURN(JobResult result, engine_->run(slot, study.images, decoding, control));
 
   // 5. The response.

@@ -3,6 +3,9 @@
 
 #include <atomic>
 #include <future>
+#include <map>
+#include <mutex>
+#include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -135,6 +138,87 @@ TEST(EngineTest, QueueFullIsResourceExhaustedAtOnce) {
   while (reader->Read(&rest)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+// A STAT call sent while routine calls fill every slot is admitted (engine.stat_reserved_slots) and decoded
+// before the routine calls that were waiting ahead of it; routine calls keep their order. One study per batch;
+// the worker is held on the first batch until the queue is set up, and each later batch waits until the call
+// before it has been recorded, so the recorded order is the engine's order, not a race between handler threads.
+TEST(EngineTest, StatCallIntoAFullQueueOfRoutineCallsIsAnsweredFirst) {
+  auto config = test_config(untrained_bundle_dir());
+  config.engine.max_batch_size = 1;
+  config.engine.max_pending = 3;
+  config.engine.stat_reserved_slots = 1;
+  auto s = start_server(config, untrained_model());
+  ASSERT_TRUE(s.server);
+  Engine& engine = s.server->engine();
+
+  std::mutex order_mutex;
+  std::vector<std::string> order;
+  auto recorded = [&] {
+    std::lock_guard<std::mutex> lock(order_mutex);
+    return order.size();
+  };
+  Latch release;
+  std::atomic<bool> holding{false};
+  std::atomic<int> zero_calls{0};
+  engine.set_step_hook([&](int64_t steps_done) {
+    if (steps_done != 0) return;
+    const int call = zero_calls++;  // two calls at step 0 per batch: after the visual stage and before step 0
+    if (call % 2 != 0) return;
+    const size_t batch = static_cast<size_t>(call / 2);
+    if (batch == 0) {
+      holding = true;
+      release.wait();
+    } else {
+      wait_until([&] { return recorded() >= batch; });
+    }
+  });
+
+  const std::string cr = chest("CR-MONO1-10-chest_implicitLE_nometa.dcm");
+  std::vector<std::thread> calls;
+  std::map<std::string, grpc::Status> statuses;
+  std::mutex statuses_mutex;
+  auto send = [&](const std::string& id, v1::Priority priority) {
+    calls.emplace_back([&, id, priority] {
+      auto request = make_request({cr}, 4);
+      request.set_request_id(id);
+      request.set_priority(priority);
+      grpc::ClientContext context;
+      set_deadline(&context, std::chrono::seconds(120));
+      v1::GenerateReportResponse response;
+      const grpc::Status status = s.stub->GenerateReport(&context, request, &response);
+      {
+        std::lock_guard<std::mutex> lock(order_mutex);
+        if (status.ok()) order.push_back(response.request_id());
+      }
+      std::lock_guard<std::mutex> lock(statuses_mutex);
+      statuses[id] = status;
+    });
+  };
+  send("routine-1", v1::PRIORITY_ROUTINE);  // decoding, held
+  ASSERT_TRUE(wait_until([&] { return holding.load(); }));
+  send("routine-2", v1::PRIORITY_UNSPECIFIED);
+  ASSERT_TRUE(wait_until([&] { return engine.queued() == 1; }));
+  send("routine-3", v1::PRIORITY_ROUTINE);
+  ASSERT_TRUE(wait_until([&] { return engine.queued() == 2; }));
+  ASSERT_EQ(engine.pending(), 3);
+
+  // Full for routine work: refused at once.
+  {
+    auto request = make_request({cr}, 4);
+    grpc::ClientContext context;
+    set_deadline(&context, std::chrono::seconds(60));
+    v1::GenerateReportResponse response;
+    EXPECT_EQ(s.stub->GenerateReport(&context, request, &response).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  send("stat", v1::PRIORITY_STAT);
+  ASSERT_TRUE(wait_until([&] { return engine.queued() == 3; }));
+  release.open();
+  for (auto& t : calls) t.join();
+  for (const auto& [id, status] : statuses) EXPECT_TRUE(status.ok()) << id << ": " << status.error_message();
+  EXPECT_EQ(order, (std::vector<std::string>{"routine-1", "stat", "routine-2", "routine-3"}));
+  EXPECT_EQ(engine.pending(), 0);
 }
 
 TEST(EngineTest, CancelledCallFreesItsSlotAndStopsItsDecode) {

@@ -45,6 +45,9 @@ struct ModelOptions {
 struct EngineOptions {
   int max_batch_size = 4;        // studies sharing one visual-encoder pass and one decode loop
   int max_queue_delay_ms = 10;   // how long the oldest waiting request waits for batch partners
+  // STAT calls (cmn.v1.Priority) may be admitted past max_pending into this many more slots, so that a queue
+  // full of routine work never refuses one.
+  int stat_reserved_slots = 4;
   int max_pending = 16;          // requests admitted at once (preprocessing, waiting or decoding); more get
                                  // RESOURCE_EXHAUSTED at once
   int preprocess_threads = 2;    // DICOM decodes running at once (each in its caller's handler thread)

@@ -1,5 +1,6 @@
 #pragma once
-// The serving scheduler: a bounded set of admitted requests, a FIFO queue, and one worker thread that forms
+// The serving scheduler: a bounded set of admitted requests, a queue (STAT before routine, FIFO within each), and
+// one worker thread that forms
 // batches of waiting studies and hands them to an engine::Replica (as CTranslate2's ReplicaPool + batcher: one
 // replica, one thread calling it). It knows nothing of the model's internals and includes no LibTorch header:
 // studies go in as preprocessing images, reports come back as ids; model errors arrive as absl::Status.
@@ -54,6 +55,9 @@ struct JobProgress {
   int64_t step = 0;                 // decoder steps run so far
 };
 
+// Routine studies queue first come, first served; a STAT study goes ahead of every routine one.
+enum class Priority { kRoutine, kStat };
+
 struct JobControl {
   // The call's deadline; DEADLINE_EXCEEDED once it passes (checked before the batch and between steps).
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
@@ -65,6 +69,8 @@ struct JobControl {
   // Capture JobResult::hypothesis.attention in the same pass (the replica replays only the decoder over the
   // batch's kept encoder memory, one row for this study).
   bool attention = false;
+  // STAT: queued ahead of every routine study and started without waiting for batch partners.
+  Priority priority = Priority::kRoutine;
 };
 
 class Engine {
@@ -91,8 +97,9 @@ class Engine {
     Engine* engine_ = nullptr;
   };
 
-  // RESOURCE_EXHAUSTED at once when max_pending requests are admitted; UNAVAILABLE after stop().
-  absl::StatusOr<Slot> admit();
+  // RESOURCE_EXHAUSTED at once when max_pending requests are admitted (STAT: max_pending + stat_reserved_slots);
+  // UNAVAILABLE after stop().
+  absl::StatusOr<Slot> admit(Priority priority = Priority::kRoutine);
 
   // Queues one study (the model's V views in slot order, each [3,H,W]) and blocks until it is decoded, its
   // deadline passes, or it is cancelled. A model failure fails its batch (INTERNAL). The slot proves admission.
