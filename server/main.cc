@@ -2,7 +2,8 @@
 //   cmn-server --config configs/server.yaml [dotted.key=value ...]
 //   cmn-server --config configs/server.yaml model.bundle=bundles/iu_xray server.port=0 --check
 // Exit codes: 0 stopped by SIGTERM/SIGINT after draining (or --check passed); 1 bad config, bad model or
-// cannot listen; 2 bad command line.
+// cannot listen; 2 bad command line. SIGHUP: read the configuration file again and hot-reload its `model:`
+// (calls in flight finish on the old model; a model that fails to load leaves the old one serving).
 #include <malloc.h>
 
 #include <cstdlib>
@@ -30,7 +31,7 @@ int main(int argc, char** argv) {
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
   // Every thread created from here on (LibTorch, gRPC, the engine) inherits the mask, so SIGTERM and SIGINT
   // reach only stop_signals.wait() below and never interrupt a decode.
-  const cmn::StopSignals stop_signals;
+  const cmn::StopSignals stop_signals(/*reload=*/true);
   cmn::init_logging(argv[0]);
 
   CLI::App app{"cmn-server: chest radiograph DICOM studies in, draft reports out (gRPC cmn.v1.ReportService)"};
@@ -84,8 +85,19 @@ int main(int argc, char** argv) {
             << " health_port=" << (*server)->health_port() << std::endl;
 
   const auto grace = std::chrono::milliseconds(static_cast<int64_t>(config->server.shutdown_grace_s * 1000));
+  (*server)->set_model_options_source([&]() -> absl::StatusOr<cmn::server::ModelOptions> {
+    auto again = cmn::server::load_server_config(config_path, overrides);
+    if (!again.ok()) return again.status();
+    return again->model;
+  });
   std::thread stopper([&] {
-    const int signal_number = stop_signals.wait();
+    int signal_number = stop_signals.wait();
+    for (; signal_number == SIGHUP; signal_number = stop_signals.wait()) {
+      LOG(INFO) << "cmn-server: SIGHUP: reloading the model from " << (config_path.empty() ? "the command line" : config_path);
+      if (auto info = (*server)->reload(); !info.ok()) {
+        LOG(ERROR) << "cmn-server: reload failed, the previous model keeps serving: " << info.status().message();
+      }
+    }
     LOG(INFO) << "cmn-server: signal " << signal_number << ": draining (at most "
               << config->server.shutdown_grace_s << " s), then exiting";
     (*server)->shutdown(grace);

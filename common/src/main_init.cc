@@ -14,10 +14,11 @@ void init_logging(const char* argv0) {
   google::InitGoogleLogging(argv0);
 }
 
-StopSignals::StopSignals() {
+StopSignals::StopSignals(bool reload) {
   sigemptyset(&set_);
   sigaddset(&set_, SIGTERM);
   sigaddset(&set_, SIGINT);
+  if (reload) sigaddset(&set_, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set_, nullptr);
 }
 

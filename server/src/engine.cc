@@ -23,6 +23,7 @@ struct Engine::Job {
   bool wants_progress = false;
   bool attention = false;           // JobControl::attention
   Priority priority = Priority::kRoutine;
+  std::shared_ptr<engine::Replica> replica;  // never null once queued
   std::atomic<bool> abandoned{false};  // the caller returned (cancelled, deadline, write failed)
 
   std::mutex mutex;                 // guards what follows
@@ -111,7 +112,7 @@ Engine::Slot::~Slot() {
   if (engine_ != nullptr) engine_->release_slot();
 }
 
-Engine::Engine(std::unique_ptr<engine::Replica> replica, const EngineOptions& options, Metrics* metrics)
+Engine::Engine(std::shared_ptr<engine::Replica> replica, const EngineOptions& options, Metrics* metrics)
     : replica_(std::move(replica)), options_(options), metrics_(metrics) {
   worker_ = std::thread([this] { worker_loop(); });
 }
@@ -167,6 +168,7 @@ absl::StatusOr<JobResult> Engine::run(const Slot& slot, std::vector<preprocessin
   job->wants_progress = static_cast<bool>(control.on_progress);
   job->attention = control.attention;
   job->priority = control.priority;
+  job->replica = control.replica != nullptr ? control.replica : replica_;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return absl::UnavailableError("the server is shutting down");
@@ -250,11 +252,11 @@ std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<st
     if (queue_.empty()) return {};  // stopping, nothing left
 
     const std::shared_ptr<Job> first = queue_.front();
-    auto compatible = [&] {
-      return static_cast<size_t>(std::count_if(queue_.begin(), queue_.end(), [&](const auto& j) {
-        return j == first || (!first->batch_key.empty() && j->batch_key == first->batch_key);
-      }));
+    auto fits = [&](const std::shared_ptr<Job>& j) {
+      return j == first ||
+             (!first->batch_key.empty() && j->batch_key == first->batch_key && j->replica == first->replica);
     };
+    auto compatible = [&] { return static_cast<size_t>(std::count_if(queue_.begin(), queue_.end(), fits)); };
     // Wait for batch partners, at most max_queue_delay_ms after the oldest study arrived; a STAT study does not.
     if (!first->batch_key.empty() && max_batch > 1 && options_.max_queue_delay_ms > 0 && !flushing_ &&
         first->priority != Priority::kStat) {
@@ -269,11 +271,10 @@ std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<st
     const auto now = Clock::now();
     for (auto it = queue_.begin(); it != queue_.end() && batch.size() < max_batch;) {
       const auto& j = *it;
-      const bool fits = j == first || (!first->batch_key.empty() && j->batch_key == first->batch_key);
       if (j->gone(now)) {
         dropped.push_back(j);
         it = queue_.erase(it);
-      } else if (fits) {
+      } else if (fits(j)) {
         batch.push_back(j);
         it = queue_.erase(it);
       } else {
@@ -312,7 +313,7 @@ void Engine::run_batch(const std::vector<std::shared_ptr<Job>>& batch) {
     hook = step_hook_;
   }
   BatchObserver observer(batch, hook);
-  auto ran = replica_->run(studies, batch.front()->decoding, wants, &observer);
+  auto ran = batch.front()->replica->run(studies, batch.front()->decoding, wants, &observer);
   if (!ran.ok()) {
     if (ran.status().code() == absl::StatusCode::kCancelled) {  // the observer stopped it: nobody wants it
       {

@@ -113,28 +113,48 @@ void fill_study(const preprocessing::AssembledStudy& study, const v1::GenerateRe
 
 }  // namespace
 
-ReportServiceImpl::ReportServiceImpl(const ServingModel* model, Engine* engine, Metrics* metrics,
-                                     const TokenAuthenticator* auth, const ServiceOptions& options)
-    : model_(model), engine_(engine), metrics_(metrics), auth_(auth), options_(options) {
-  const auto& info = model_->info;
-  study_options_ = study_options_for(info, options_.study, options_.limits);
+ReportServiceImpl::ReportServiceImpl(ServingModel model, std::shared_ptr<engine::Replica> replica, Engine* engine,
+                                     Metrics* metrics, const TokenAuthenticator* auth, const ServiceOptions& options)
+    : engine_(engine), metrics_(metrics), auth_(auth), options_(options) {
+  current_ = make_served(std::move(model), std::move(replica));
+}
 
-  model_info_.set_name(info.name);
-  model_info_.set_version(info.version);
-  model_info_.set_digest(info.digest);
-  model_info_.set_untrained(info.untrained);
-  model_info_.set_intended_use(info.intended_use);
-  model_info_.set_views(static_cast<int32_t>(info.config.effective_views()));
-  model_info_.set_vocab_size(static_cast<int32_t>(model_->model->tokenizer().vocab_size()));
+std::shared_ptr<const ServedModel> ReportServiceImpl::current() const {
+  std::lock_guard<std::mutex> lock(current_mutex_);
+  return current_;
+}
+
+void ReportServiceImpl::swap(std::shared_ptr<const ServedModel> next) {
+  std::lock_guard<std::mutex> lock(current_mutex_);
+  current_ = std::move(next);
+}
+
+std::shared_ptr<const ServedModel> ReportServiceImpl::make_served(ServingModel model,
+                                                                  std::shared_ptr<engine::Replica> replica) const {
+  auto served = std::make_shared<ServedModel>();
+  served->serving = std::move(model);
+  served->replica = std::move(replica);
+  const auto& info = served->serving.info;
+  served->study_options = study_options_for(info, options_.study, options_.limits);
+  v1::ModelInfo& out = served->info;
+  out.set_name(info.name);
+  out.set_version(info.version);
+  out.set_digest(info.digest);
+  out.set_untrained(info.untrained);
+  out.set_intended_use(info.intended_use);
+  out.set_views(static_cast<int32_t>(info.config.effective_views()));
+  out.set_vocab_size(static_cast<int32_t>(served->serving.model->tokenizer().vocab_size()));
+  if (served->replica != nullptr) out.set_precision(model::precision_name(served->replica->precision()));
   std::vector<std::string> ignored;
   auto defaults = resolve_decoding(info.config, v1::DecodingOverrides(), options_.limits, &ignored);
-  if (defaults.ok()) fill_settings(*defaults, model_info_.mutable_default_decoding());
-  auto* limits = model_info_.mutable_limits();
+  if (defaults.ok()) fill_settings(*defaults, out.mutable_default_decoding());
+  auto* limits = out.mutable_limits();
   limits->set_max_instances(options_.limits.max_instances);
   limits->set_max_pixels(options_.limits.max_pixels);
   limits->set_max_beam_size(options_.limits.max_beam_size);
   limits->set_max_length(options_.limits.max_length);
   limits->set_max_receive_message_bytes(options_.max_receive_message_bytes);
+  return served;
 }
 
 grpc::Status ReportServiceImpl::GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest*,
@@ -142,14 +162,32 @@ grpc::Status ReportServiceImpl::GetModelInfo(grpc::ServerContext* context, const
   const auto start = Clock::now();
   absl::Status status;
   if (auth_ != nullptr) status = auth_->check(context->client_metadata());
-  if (status.ok()) *response = model_info_;
+  if (status.ok()) *response = model_info();
   return finish("GetModelInfo", context, "", start, status, nullptr);
+}
+
+grpc::Status ReportServiceImpl::ReloadModel(grpc::ServerContext* context, const v1::ReloadModelRequest* request,
+                                            v1::ModelInfo* response) {
+  const auto start = Clock::now();
+  absl::Status status;
+  if (auth_ != nullptr) status = auth_->check(context->client_metadata());
+  if (status.ok() && !reload_) status = absl::UnimplementedError("this server cannot reload its model");
+  if (status.ok()) {
+    auto info = reload_(request->bundle());
+    if (info.ok()) {
+      *response = std::move(*info);
+    } else {
+      status = info.status();
+    }
+  }
+  return finish("ReloadModel", context, "", start, status, nullptr);
 }
 
 grpc::Status ReportServiceImpl::GenerateReport(grpc::ServerContext* context, const v1::GenerateReportRequest* request,
                                                v1::GenerateReportResponse* response) {
   const auto start = Clock::now();
-  const absl::Status status = generate(context, *request, response, nullptr);
+  const auto served = current();
+  const absl::Status status = generate(*served, context, *request, response, nullptr);
   if (!status.ok()) response->Clear();
   return finish("GenerateReport", context, request->request_id(), start, status, response);
 }
@@ -157,7 +195,8 @@ grpc::Status ReportServiceImpl::GenerateReport(grpc::ServerContext* context, con
 grpc::Status ReportServiceImpl::StreamReport(grpc::ServerContext* context, const v1::GenerateReportRequest* request,
                                              grpc::ServerWriter<v1::StreamReportResponse>* writer) {
   const auto start = Clock::now();
-  const auto& tokenizer = model_->model->tokenizer();
+  const auto served = current();
+  const auto& tokenizer = served->serving.model->tokenizer();
   size_t sentences_sent = 0;
   auto on_progress = [&](const JobProgress& p) {
     v1::StreamReportResponse message;
@@ -174,12 +213,13 @@ grpc::Status ReportServiceImpl::StreamReport(grpc::ServerContext* context, const
     return writer->Write(message);
   };
   v1::StreamReportResponse last;
-  absl::Status status = generate(context, *request, last.mutable_final(), on_progress);
+  absl::Status status = generate(*served, context, *request, last.mutable_final(), on_progress);
   if (status.ok() && !writer->Write(last)) status = absl::CancelledError("the client stopped reading the stream");
   return finish("StreamReport", context, request->request_id(), start, status, status.ok() ? &last.final() : nullptr);
 }
 
-absl::StatusOr<preprocessing::AssembledStudy> ReportServiceImpl::preprocess(grpc::ServerContext* context,
+absl::StatusOr<preprocessing::AssembledStudy> ReportServiceImpl::preprocess(const ServedModel& served,
+                                                                         grpc::ServerContext* context,
                                                                          const v1::GenerateReportRequest& request,
                                                                          Clock::time_point deadline,
                                                                          int64_t max_decode_bytes) {
@@ -192,7 +232,7 @@ absl::StatusOr<preprocessing::AssembledStudy> ReportServiceImpl::preprocess(grpc
     }
     ++preprocess_running_;
   }
-  auto study = assemble_request_study(request, study_options_, max_decode_bytes, options_.limits);
+  auto study = assemble_request_study(request, served.study_options, max_decode_bytes, options_.limits);
   {
     std::lock_guard<std::mutex> lock(preprocess_mutex_);
     --preprocess_running_;
@@ -201,14 +241,16 @@ absl::StatusOr<preprocessing::AssembledStudy> ReportServiceImpl::preprocess(grpc
   return study;
 }
 
-absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1::GenerateReportRequest& request,
+absl::Status ReportServiceImpl::generate(const ServedModel& served, grpc::ServerContext* context,
+                                         const v1::GenerateReportRequest& request,
                                          v1::GenerateReportResponse* response,
                                          const std::function<bool(const JobProgress&)>& on_progress) {
   const auto start = Clock::now();
   if (auth_ != nullptr) CMN_RETURN_IF_ERROR(auth_->check(context->client_metadata()));
 
   // 1. What the request asks for, against the server's limits (request_intake.h).
-  CMN_ASSIGN_OR_RETURN(RequestPlan plan, plan_request(request, model_->info, study_options_, options_.limits));
+  const ServingModel& model = served.serving;
+  CMN_ASSIGN_OR_RETURN(RequestPlan plan, plan_request(request, model.info, served.study_options, options_.limits));
   const model::DecodingOptions& decoding = plan.decoding;
   std::vector<std::string>& warnings = plan.warnings;
   const Clock::time_point deadline = steady_deadline(*context);
@@ -220,7 +262,8 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
 
   // 3. DICOM -> the model's view slots.
   const auto preprocess_start = Clock::now();
-  CMN_ASSIGN_OR_RETURN(preprocessing::AssembledStudy study, preprocess(context, request, deadline, plan.decode_budget));
+  CMN_ASSIGN_OR_RETURN(preprocessing::AssembledStudy study,
+                       preprocess(served, context, request, deadline, plan.decode_budget));
   const double preprocess_ms = ms(Clock::now() - preprocess_start);
   if (metrics_ != nullptr) metrics_->observe_stage("preprocess", preprocess_ms / 1000.0);
   const int64_t views = static_cast<int64_t>(study.images.size());
@@ -232,19 +275,20 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   control.on_progress = on_progress;
   control.attention = request.output().attention_maps();
   control.priority = priority;
+  control.replica = served.replica;
   CMN_ASSIGN_OR_RETURN(JobResult result, engine_->run(slot, study.images, decoding, control));
 
   // 5. The response.
-  fill_text(result.hypothesis, model_->model->tokenizer(), request.output().token_scores(), response);
+  fill_text(result.hypothesis, model.model->tokenizer(), request.output().token_scores(), response);
   fill_study(study, request, response);
   if (request.output().attention_maps()) {
     const std::vector<int64_t> ids(response->token_ids().begin(), response->token_ids().end());
     CMN_ASSIGN_OR_RETURN(const std::vector<pipeline::AttentionMap> maps,
-                         pipeline::sentence_attention_maps(ids, result.hypothesis.attention, model_->model->tokenizer(),
+                         pipeline::sentence_attention_maps(ids, result.hypothesis.attention, model.model->tokenizer(),
                                                            views));
     for (const auto& map : maps) {
       CMN_ASSIGN_OR_RETURN(std::string png, pipeline::render_attention_png(map, study.images[static_cast<size_t>(map.view)],
-                                                                           study_options_.image));
+                                                                           served.study_options.image));
       auto* out = response->add_attention_maps();
       out->set_sentence(static_cast<int32_t>(map.sentence));
       out->set_text(map.text);
@@ -253,7 +297,7 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
       out->set_png(std::move(png));
     }
   }
-  *response->mutable_model() = model_info_;
+  *response->mutable_model() = served.info;
   response->mutable_model()->clear_limits();
   auto* t = response->mutable_timings();
   t->set_queue_ms(result.queue_s * 1000.0);
@@ -265,28 +309,28 @@ absl::Status ReportServiceImpl::generate(grpc::ServerContext* context, const v1:
   t->set_decode_steps(static_cast<int32_t>(result.decode_steps));
   t->set_total_ms(ms(Clock::now() - start));
   fill_settings(decoding, response->mutable_decoding());
-  if (model_->info.untrained) {
+  if (model.info.untrained) {
     warnings.push_back("UNTRAINED model (random weights): this text is not a report");
   }
   for (auto& w : warnings) response->add_warnings(std::move(w));
   response->set_request_id(request.request_id());
   if (request.output().dicom_sr() || request.output().findings_sr()) {
-    CMN_RETURN_IF_ERROR(fill_dicom_sr(study, request, response));
+    CMN_RETURN_IF_ERROR(fill_dicom_sr(served, study, request, response));
   }
   if (request.output().fhir()) {
     // The FHIR DiagnosticReport (pipeline/fhir_report.h): the model's identity is the bundle's, as in the SR.
     pipeline::FhirReportInput fhir;
     fhir.study_instance_uid = response->study_instance_uid();
     fhir.text = response->report();
-    fhir.model = {model_->info.name, model_->info.version, model_->info.digest, options_.sr.manufacturer,
-                  model_->info.untrained};
+    fhir.model = {model.info.name, model.info.version, model.info.digest, options_.sr.manufacturer,
+                  model.info.untrained};
     CMN_ASSIGN_OR_RETURN(std::string json, pipeline::write_fhir_report(fhir));
     response->set_fhir(std::move(json));
   }
   return absl::OkStatus();
 }
 
-absl::Status ReportServiceImpl::fill_dicom_sr(const preprocessing::AssembledStudy& study,
+absl::Status ReportServiceImpl::fill_dicom_sr(const ServedModel& served, const preprocessing::AssembledStudy& study,
                                               const v1::GenerateReportRequest& request,
                                               v1::GenerateReportResponse* response) const {
   // The evidence is what filled the view slots (a repeated slot is one instance); the sources are the request's
@@ -299,10 +343,11 @@ absl::Status ReportServiceImpl::fill_dicom_sr(const preprocessing::AssembledStud
     sources.push_back(request.instances(static_cast<int>(input)).data());
   }
   pipeline::SrOptions sr = options_.sr;
-  sr.model_name = model_->info.name;
-  sr.model_version = model_->info.version;
-  sr.model_digest = model_->info.digest;  // a retrained model is a new Device UID
-  sr.untrained = model_->info.untrained;
+  const auto& info = served.serving.info;
+  sr.model_name = info.name;
+  sr.model_version = info.version;
+  sr.model_digest = info.digest;  // a retrained model is a new Device UID
+  sr.untrained = info.untrained;
   const v1::DecodingSettings& d = response->decoding();
   sr.algorithm_parameters = {absl::StrCat("method=", v1::DecodingMethod_Name(d.method())),
                              absl::StrCat("beam_size=", d.beam_size()), absl::StrCat("max_length=", d.max_length()),

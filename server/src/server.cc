@@ -56,18 +56,17 @@ absl::StatusOr<std::unique_ptr<ReportServer>> ReportServer::serve(const ServerCo
   CMN_RETURN_IF_ERROR(validate_server_config(config));
   std::unique_ptr<ReportServer> s(new ReportServer());
   s->config_ = config;
-  s->model_ = std::move(model);
   if (!config.auth.token_hashes_file.empty()) {
     CMN_ASSIGN_OR_RETURN(TokenAuthenticator auth, TokenAuthenticator::from_file(config.auth.token_hashes_file));
     s->auth_ = std::make_unique<TokenAuthenticator>(std::move(auth));
   }
   CMN_ASSIGN_OR_RETURN(auto creds, credentials(config.tls));
 
-  const auto& info = s->model_.info;
+  const pipeline::BundleInfo info = model.info;
   s->metrics_.set_model_info(info.name, info.version, info.digest, info.untrained);
-  CMN_ASSIGN_OR_RETURN(auto replica, make_serving_replica(config.model, s->model_.model));
+  CMN_ASSIGN_OR_RETURN(std::shared_ptr<engine::Replica> replica, make_serving_replica(config.model, model.model));
   LOG(INFO) << "cmn-server: replica on " << replica->device() << " in " << model::precision_name(replica->precision());
-  s->engine_ = std::make_unique<Engine>(std::move(replica), config.engine, &s->metrics_);
+  s->engine_ = std::make_unique<Engine>(replica, config.engine, &s->metrics_);
   ServiceOptions service_options;
   service_options.limits = config.limits;
   service_options.engine = config.engine;
@@ -75,8 +74,9 @@ absl::StatusOr<std::unique_ptr<ReportServer>> ReportServer::serve(const ServerCo
   service_options.logging = config.logging;
   service_options.sr = config.sr;
   service_options.max_receive_message_bytes = config.server.max_receive_message_mb * 1024 * 1024;
-  s->service_ = std::make_unique<ReportServiceImpl>(&s->model_, s->engine_.get(), &s->metrics_, s->auth_.get(),
-                                                    service_options);
+  s->service_ = std::make_unique<ReportServiceImpl>(std::move(model), std::move(replica), s->engine_.get(),
+                                                    &s->metrics_, s->auth_.get(), service_options);
+  s->service_->set_reload([server = s.get()](const std::string& bundle) { return server->reload(bundle); });
 
   // Both are process-wide switches that a ServerBuilder reads when it is constructed.
   grpc::EnableDefaultHealthCheckService(true);
@@ -127,6 +127,49 @@ absl::StatusOr<std::unique_ptr<ReportServer>> ReportServer::serve(const ServerCo
             << (config.tls.client_ca_file.empty() ? "" : " (mutual TLS)") << (s->auth_ ? " (bearer tokens)" : "")
             << "; metrics on " << (s->metrics_http_ ? std::to_string(s->metrics_http_->port()) : std::string("(off)"));
   return s;
+}
+
+absl::StatusOr<v1::ModelInfo> ReportServer::reload(const std::string& bundle) {
+  std::lock_guard<std::mutex> lock(reload_mutex_);  // one reload at a time; calls keep being served meanwhile
+  ModelOptions options = config_.model;
+  if (!bundle.empty()) {
+    options.bundle = bundle;
+    options.r2gencmn = options.args = options.annotation = "";
+  } else if (model_options_source_) {
+    CMN_ASSIGN_OR_RETURN(ModelOptions read, model_options_source_());
+    // Where the replica runs is the server's, not the file's: only what to load is taken from it.
+    read.device = options.device;
+    read.precision = options.precision;
+    read.threads = options.threads;
+    options = std::move(read);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  CMN_ASSIGN_OR_RETURN(ServingModel model, load_serving_model(options));
+  CMN_ASSIGN_OR_RETURN(std::shared_ptr<engine::Replica> replica, make_serving_replica(options, model.model));
+  auto next = service_->make_served(std::move(model), std::move(replica));
+  // Warm it before anyone waits on it: the first pass folds batch norm, projects the memory and builds the
+  // derived bf16 / int8 weights. This thread is the only one that knows the replica until the swap.
+  {
+    const int64_t views = next->info.views();
+    const int size = next->study_options.image.size;
+    preprocessing::FloatImage blank;
+    blank.height = blank.width = size;
+    blank.data.assign(static_cast<size_t>(3 * size * size), 0.0f);
+    model::DecodingOptions warm;
+    warm.beam_size = 1;
+    warm.max_length = 2;
+    auto ran = next->replica->run({std::vector<preprocessing::FloatImage>(static_cast<size_t>(views), blank)}, warm);
+    if (!ran.ok()) return absl::InternalError(absl::StrCat("the new model failed its warm-up pass: ", ran.status().message()));
+  }
+  const auto& info = next->serving.info;
+  metrics_.set_model_info(info.name, info.version, info.digest, info.untrained);
+  v1::ModelInfo served_info = next->info;
+  service_->swap(std::move(next));
+  LOG(INFO) << "cmn-server: reloaded: now serving model " << info.name << " version " << info.version << " "
+            << info.digest << " (" << served_info.precision() << "; loaded and warmed in "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+            << " s); calls in flight finish on the previous model";
+  return served_info;
 }
 
 int ReportServer::metrics_port() const { return metrics_http_ ? metrics_http_->port() : -1; }

@@ -162,6 +162,59 @@ TEST(ServerProcessTest, SigtermDrainsInFlightCallsAndExitsZero) {
   EXPECT_NE(server.err().find("draining"), std::string::npos) << server.err();
 }
 
+// SIGHUP: cmn-server reads its configuration file again and hot-reloads `model:`; a model that fails to load is
+// logged and the one serving keeps serving.
+TEST(ServerProcessTest, SighupReloadsTheModelFromTheConfigurationFile) {
+  ScopedDir dir("sighup");
+  const std::string config_file = dir.file("server.yaml");
+  write_bytes(config_file, "model:\n  bundle: \"" + untrained_bundle_dir() + "\"\n");
+  ChildProcess server({kServerBin, "--config", config_file, "server.host=127.0.0.1", "server.port=0", "metrics.port=-1",
+                       "model.threads=1"},
+                      dir.file("server"));
+  std::smatch match;
+  std::string out;
+  const std::regex line("listening port=(\\d+)");
+  for (int i = 0; i < 600 && !std::regex_search(out, match, line); ++i) {
+    ASSERT_EQ(server.wait_for(std::chrono::milliseconds(100)), -1) << server.err();
+    out = server.out();
+  }
+  ASSERT_TRUE(std::regex_search(out, match, line)) << server.err();
+  auto stub = v1::ReportService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + match[1].str(), grpc::InsecureChannelCredentials()));
+  auto model_info = [&] {
+    grpc::ClientContext context;
+    set_deadline(&context, std::chrono::seconds(30));
+    v1::ModelInfo info;
+    EXPECT_TRUE(stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info).ok());
+    return info;
+  };
+  const v1::ModelInfo first = model_info();
+  ASSERT_EQ(first.views(), 2);
+
+  write_bytes(config_file, "model:\n  bundle: \"" + parity_bundle_dir() + "\"\n");
+  server.signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return model_info().digest() != first.digest(); })) << server.err();
+  const v1::ModelInfo second = model_info();
+  EXPECT_EQ(second.views(), 4);
+  {
+    grpc::ClientContext context;
+    set_deadline(&context, std::chrono::seconds(120));
+    v1::GenerateReportResponse response;
+    ASSERT_TRUE(stub->GenerateReport(&context, make_request({chest("CR-MONO1-10-chest_implicitLE_nometa.dcm")}, 4),
+                                     &response)
+                    .ok());
+    EXPECT_EQ(response.model().digest(), second.digest());
+  }
+
+  write_bytes(config_file, "model:\n  bundle: \"/nonexistent/bundle\"\n");
+  server.signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return server.err().find("reload failed") != std::string::npos; })) << server.err();
+  EXPECT_NE(server.err().find("/nonexistent/bundle"), std::string::npos) << server.err();
+  EXPECT_EQ(model_info().digest(), second.digest());
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait_for(std::chrono::seconds(60)), 0) << server.err();
+}
+
 TEST(MetricsEndpointTest, ServesValidPrometheusText) {
   auto config = test_config(untrained_bundle_dir());
   config.metrics.host = "127.0.0.1";

@@ -50,6 +50,15 @@ TEST(AuthTest, BearerTokenIsRequiredWhenConfigured) {
     EXPECT_FALSE(reader->Read(&message));
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
+  // The admin call too: without the token nothing is loaded (a reload of the same bundle would succeed).
+  {
+    grpc::ClientContext context;
+    v1::ReloadModelRequest request;
+    request.set_bundle(untrained_bundle_dir());
+    v1::ModelInfo reloaded;
+    EXPECT_EQ(s.stub->ReloadModel(&context, request, &reloaded).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(request_count(*s.server, "ReloadModel", "UNAUTHENTICATED"), 1);
+  }
   EXPECT_EQ(request_count(*s.server, "GenerateReport", "UNAUTHENTICATED"), 1);
   EXPECT_EQ(s.server->metrics().render().find("cmn_batch_size_count 1"), std::string::npos);
 

@@ -12,10 +12,11 @@ void init_logging(const char* argv0);
 
 // Blocks SIGTERM and SIGINT in the calling thread and in every thread it starts afterwards (LibTorch, gRPC,
 // workers inherit the mask), so they reach only wait() and never interrupt work. Construct before any thread.
+// With `reload`, SIGHUP too (a server's "load the model again"): wait() returns it like the others.
 class StopSignals {
  public:
-  StopSignals();
-  // Waits for SIGTERM or SIGINT; returns the signal number.
+  explicit StopSignals(bool reload = false);
+  // Waits for SIGTERM or SIGINT (or SIGHUP when asked for); returns the signal number.
   int wait() const;
 
  private:

@@ -71,12 +71,16 @@ struct JobControl {
   bool attention = false;
   // STAT: queued ahead of every routine study and started without waiting for batch partners.
   Priority priority = Priority::kRoutine;
+  // The replica that decodes this study (the model the caller will read the ids with): after a hot reload, calls
+  // that started before it finish on the old replica. Studies share a batch only with studies of the same
+  // replica. Null: the engine's own (the one it was made with).
+  std::shared_ptr<engine::Replica> replica;
 };
 
 class Engine {
  public:
-  // The engine owns the worker thread, the only thread that calls `replica`.
-  Engine(std::unique_ptr<engine::Replica> replica, const EngineOptions& options, Metrics* metrics);
+  // The engine owns the worker thread, the only thread that calls `replica` (and any replica a job names).
+  Engine(std::shared_ptr<engine::Replica> replica, const EngineOptions& options, Metrics* metrics);
   ~Engine();  // stop()
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -138,7 +142,7 @@ class Engine {
   void withdraw(const std::shared_ptr<Job>& job);
   void publish_queue_depth_locked();
 
-  std::unique_ptr<engine::Replica> replica_;
+  std::shared_ptr<engine::Replica> replica_;
   EngineOptions options_;
   std::mutex step_hook_mutex_;             // set_step_hook from a test thread, read by the worker per batch
   std::function<void(int64_t)> step_hook_;  // guarded by step_hook_mutex_

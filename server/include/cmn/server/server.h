@@ -2,6 +2,7 @@
 // cmn-server as a library object: model + engine + ReportService + health + reflection + metrics endpoint.
 // main.cc only parses the command line, installs the SIGTERM handling and calls start / wait / shutdown.
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,7 +38,7 @@ class ReportServer {
   int metrics_port() const;                            // -1 when metrics.port is -1
   int health_port() const { return health_port_; }     // -1 when server.health_port is -1
   const ServerConfig& config() const { return config_; }
-  const v1::ModelInfo& model_info() const { return service_->model_info(); }
+  v1::ModelInfo model_info() const { return service_->model_info(); }
   Metrics& metrics() { return metrics_; }
   Engine& engine() { return *engine_; }
 
@@ -47,11 +48,23 @@ class ReportServer {
   // Blocks until shutdown() has run.
   void wait();
 
+  // Hot reload (SIGHUP, the ReloadModel RPC): loads `bundle` ("" = the configured model: model_options_source's
+  // answer when set, else config().model again, e.g. a bundle directory replaced in place), warms a replica of
+  // it on the server's device and precision, and swaps it in; calls in flight finish on the old model. An error
+  // (bad bundle, failed warm-up) leaves the old model serving. One reload at a time; returns the new ModelInfo.
+  absl::StatusOr<v1::ModelInfo> reload(const std::string& bundle = "");
+  // Where reload("") reads the model section (cmn-server: the configuration file and overrides, read again).
+  void set_model_options_source(std::function<absl::StatusOr<ModelOptions>()> source) {
+    std::lock_guard<std::mutex> lock(reload_mutex_);
+    model_options_source_ = std::move(source);
+  }
+
  private:
   ReportServer() = default;
 
   ServerConfig config_;
-  ServingModel model_;
+  std::mutex reload_mutex_;
+  std::function<absl::StatusOr<ModelOptions>()> model_options_source_;
   Metrics metrics_;
   std::unique_ptr<TokenAuthenticator> auth_;
   std::unique_ptr<Engine> engine_;
