@@ -10,6 +10,9 @@ status, the server's batch sizes (from the responses) and, when the server's pid
       --levels 1,4,8,16 --requests 32
   # a 10,000-request soak at concurrency 32 against a running server whose pid is known, RSS every 500 answers
   bench/load_grpc.py --target 127.0.0.1:50051 --pid 1234 --levels 32 --requests 10000 --rss-every 500
+  # hot reload under load: every 5 s the server swaps between --bundle and B (ReloadModel); every answer must be OK
+  bench/load_grpc.py --server-bin build/server/cmn-server --bundle A --levels 8 --requests 200 \
+      --reload-bundle B --reload-every-s 5
 
 Stubs are generated from proto/ at start-up (python3-grpcio, python3-grpc-tools). Goal on 2 cores (issue 4):
 throughput at 8 >= 1.5x throughput at 1, zero unexpected errors, p99 at 8 <= 4x p50 at 1, flat RSS in the soak.
@@ -71,7 +74,7 @@ def start_server(args):
 
 def run_level(stub, pb, request, concurrency, count, deadline_s, pid=None, rss_every=0):
     import grpc
-    latencies, codes, batches = [], collections.Counter(), collections.Counter()
+    latencies, codes, batches, digests = [], collections.Counter(), collections.Counter(), collections.Counter()
     lock = threading.Lock()
     remaining = [count]
     rss_samples = []  # (requests answered, server RSS MiB) every rss_every answers: a soak's RSS curve
@@ -86,6 +89,8 @@ def run_level(stub, pb, request, concurrency, count, deadline_s, pid=None, rss_e
             try:
                 response = stub.GenerateReport(request, timeout=deadline_s)
                 code, batch = "OK", response.timings.batch_size
+                with lock:
+                    digests[response.model.digest] += 1
             except grpc.RpcError as e:
                 code, batch = e.code().name, None
             elapsed = time.perf_counter() - start
@@ -112,6 +117,7 @@ def run_level(stub, pb, request, concurrency, count, deadline_s, pid=None, rss_e
         "throughput_rps": round(codes["OK"] / wall, 4) if wall > 0 else 0,
         "p50_s": round(percentile(latencies, 50), 4), "p99_s": round(percentile(latencies, 99), 4),
         "codes": dict(codes), "batch_sizes": {str(k): v for k, v in sorted(batches.items())},
+        "answers_by_model_digest": {k[:19]: v for k, v in sorted(digests.items())},
     }
     if len(rss_samples) >= 3:
         # Growth after warm-up: from the sample at 20% of the run to the last one (flat = a few MiB at most).
@@ -138,6 +144,8 @@ def main():
     parser.add_argument("--max-length", type=int, default=0, help="decoding.max_length override (0 = default)")
     parser.add_argument("--beam-size", type=int, default=0, help="decoding.beam_size override (0 = default)")
     parser.add_argument("--deadline-s", type=float, default=600)
+    parser.add_argument("--reload-bundle", help="swap the server between its model and this bundle (ReloadModel)")
+    parser.add_argument("--reload-every-s", type=float, default=5.0, help="seconds between swaps")
     parser.add_argument("--rss-every", type=int, default=0,
                         help="print the server's RSS every N answers (needs its pid; for soaks)")
     args = parser.parse_args()
@@ -164,6 +172,21 @@ def main():
             for _ in range(args.warmup):
                 stub.GenerateReport(request, timeout=args.deadline_s)
             results = []
+            reloads, reload_errors, stop = [0], [], threading.Event()
+
+            def reloader():
+                # Alternates: the reload bundle, then the server's own model ("" = its configured one) again.
+                targets = [args.reload_bundle, args.bundle or ""]
+                while not stop.wait(args.reload_every_s):
+                    try:
+                        stub.ReloadModel(pb.ReloadModelRequest(bundle=targets[reloads[0] % 2]), timeout=600)
+                        reloads[0] += 1
+                    except grpc.RpcError as e:
+                        reload_errors.append(e.code().name + ": " + e.details())
+
+            swapper = threading.Thread(target=reloader) if args.reload_bundle else None
+            if swapper:
+                swapper.start()
             for level in [int(x) for x in args.levels.split(",")]:
                 rss_start = rss_mib(pid) if pid else None
                 result = run_level(stub, pb, request, level, args.requests, args.deadline_s, pid, args.rss_every)
@@ -171,6 +194,10 @@ def main():
                 result["rss_end_mib"] = rss_mib(pid) if pid else None
                 print(json.dumps(result), flush=True)
                 results.append(result)
+            if swapper:
+                stop.set()
+                swapper.join()
+                print(json.dumps({"reloads": reloads[0], "reload_errors": reload_errors}), flush=True)
             by_level = {r["concurrency"]: r for r in results}
             if 1 in by_level and 8 in by_level:
                 one, eight = by_level[1], by_level[8]
