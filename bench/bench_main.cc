@@ -3,7 +3,7 @@
 // Builds on cmn_model alone (LibTorch only: GPU hosts); with cmn_preprocessing it also reads image files.
 //   cmn-bench --r2gencmn MODEL.pth --args config.json [--images A.png ... | --inputs inputs.pt | --random B]
 //             [--repeat 5] [--threads 2] [--beam-size 3] [--max-length 60] [--batch B] [--device cpu|cuda]
-//             [--precision fp32|bf16|int8]
+//             [--precision fp32|bf16|int8] [--decode-threads N]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -28,7 +28,7 @@ namespace {
 struct Args {
   std::string checkpoint, args_json, inputs, device = "cpu", precision = "fp32";
   std::vector<std::string> images;
-  int64_t random_studies = 0, repeat = 5, threads = 2, batch = 0;
+  int64_t random_studies = 0, repeat = 5, threads = 2, batch = 0, decode_threads = 0;
   std::optional<int64_t> beam_size, max_length;
   std::string method;
 };
@@ -37,7 +37,7 @@ struct Args {
   std::cerr << "cmn-bench: " << message << "\n"
             << "usage: cmn-bench --r2gencmn MODEL.pth --args config.json [--images A.png ... | --inputs inputs.pt |"
                " --random B] [--repeat N] [--threads N] [--beam-size N] [--max-length N] [--sample-method M]"
-               " [--batch B] [--device cpu|cuda] [--precision fp32|bf16|int8]\n";
+               " [--batch B] [--device cpu|cuda] [--precision fp32|bf16|int8] [--decode-threads N]\n";
   std::exit(2);
 }
 
@@ -73,6 +73,7 @@ Args parse(int argc, char** argv) {
     else if (flag == "--sample-method") a.method = value();
     else if (flag == "--device") a.device = value();
     else if (flag == "--precision") a.precision = value();
+    else if (flag == "--decode-threads") a.decode_threads = to_int(flag, value());
     else if (flag == "--images") {
       while (i + 1 < argc && std::strncmp(argv[i + 1], "--", 2) != 0) a.images.push_back(argv[++i]);
     } else if (flag == "--help" || flag == "-h") {
@@ -178,7 +179,9 @@ int main(int argc, char** argv) {
     c10::InferenceMode guard;
     for (int64_t r = 0; r < a.repeat + 1; ++r) {  // run 0 warms up (folding, allocator, caches)
       // The one inference pass (R2GenCMNImpl::infer) with its own stage timings (synchronised on CUDA).
-      auto pass = model->infer(images, options);
+      cmn::model::PassHooks hooks;
+      hooks.decode_threads = static_cast<int>(a.decode_threads);
+      auto pass = model->infer(images, options, hooks);
       const auto& result = pass.decoded;
       if (r == 0) continue;
       steps = result.steps;
@@ -196,7 +199,7 @@ int main(int argc, char** argv) {
          << ", \"per_study_decode_s\": " << median(decode) / static_cast<double>(studies) << ", \"studies\": " << studies
          << ", \"views\": " << views << ", \"beam_size\": " << options.beam_size << ", \"max_length\": "
          << options.max_length << ", \"decode_steps\": " << steps << ", \"repeat\": " << a.repeat
-         << ", \"threads\": " << at::get_num_threads() << ", \"device\": \"" << device.str()
+         << ", \"threads\": " << at::get_num_threads() << ", \"decode_threads\": " << a.decode_threads << ", \"device\": \"" << device.str()
          << "\", \"precision\": \"" << cmn::model::precision_name(*precision)
          << "\", \"blas\": \"" << cmn::model::active_blas().library << "\"}";
     std::cout << json.str() << std::endl;

@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
   int threads = 2;
   std::string device = "cpu";
   std::string precision = "fp32";
+  int decode_threads = 0;
   int64_t batch_size = 8;
   bool overwrite = false, fail_on_error = false, no_read_ahead = false, draft_decode = false;
   auto* ckpt_opt = app.add_option("--r2gencmn", checkpoint, "R2GenCMN checkpoint (.pth, torch.save format)")
@@ -135,6 +136,9 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision,
                  "fp32 (exact, default), bf16 (needs AVX512_BF16/AMX or CUDA) or int8 (dynamic quantisation, CPU)")
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+  app.add_option("--decode-threads", decode_threads,
+                 "intra-op threads of the decode loop (0 = --threads); 1 on a CPU shared with other work")
+      ->check(CLI::Range(0, 256));
   app.add_option("--batch-size", batch_size, "studies decoded together")->check(CLI::Range(1, 256));
   app.add_option("--output", output,
                  "JSON lines file. --images: written atomically. --dicom/--manifest/--split: appended and synced "
@@ -246,6 +250,7 @@ int main(int argc, char** argv) {
     std::cerr << "cmn-generate: --device: " << replica.status().message() << "\n";
     return 2;
   }
+  (*replica)->set_decode_threads(decode_threads);
   std::optional<ReportGenerator> generator;
   generator.emplace(std::move(*replica));
 

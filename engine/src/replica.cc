@@ -140,6 +140,7 @@ absl::StatusOr<BatchResult> Replica::run(const at::Tensor& images, const model::
     c10::InferenceMode guard;
     at::init_num_threads();  // the calling thread's OpenMP team takes the size set with at::set_num_threads
     model::PassHooks hooks;
+    hooks.decode_threads = decode_threads_;
     hooks.after_visual = [observer] {
       if (observer != nullptr && !observer->keep_going(0)) throw BatchStopped{};
     };

@@ -34,6 +34,7 @@ void visit(V& v, ModelOptions& o) {
   v("threads", o.threads);
   v("device", o.device);
   v("precision", o.precision);
+  v("decode_threads", o.decode_threads);
   v("allow_untrained", o.allow_untrained);
 }
 
@@ -152,6 +153,7 @@ absl::Status validate_server_config(const ServerConfig& c) {
     return absl::InvalidArgumentError("model.r2gencmn needs model.args and model.annotation (and the other way round)");
   }
   CMN_RETURN_IF_ERROR(at_least("model.threads", c.model.threads, 0));
+  CMN_RETURN_IF_ERROR(at_least("model.decode_threads", c.model.decode_threads, 0));
   if (!model::parse_precision(c.model.precision)) {
     return absl::InvalidArgumentError(
         absl::StrCat("model.precision: must be fp32, bf16 or int8, got '", c.model.precision, "'"));

@@ -40,6 +40,7 @@ absl::StatusOr<std::unique_ptr<engine::Replica>> make_serving_replica(const Mode
   if (!replica.ok()) {  // e.g. model.device: cuda on a LibTorch without CUDA: a refused start naming both
     return absl::Status(replica.status().code(), absl::StrCat("model.device: ", replica.status().message()));
   }
+  (*replica)->set_decode_threads(options.decode_threads);
   return replica;
 }
 

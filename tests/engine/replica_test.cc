@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -192,6 +193,28 @@ TEST(ReplicaTest, DeviceIsCheckedAtCreation) {
   auto cuda = Replica::create(parity_model(), "cuda:0");
   EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(cuda.status().message().find("CUDA"), std::string::npos) << cuda.status();
+}
+
+// A replica that decodes on one thread (model.decode_threads: 1) writes the same reports, and gives the calling
+// thread its thread count back.
+TEST(ReplicaTest, DecodeOnOneThreadGivesTheSameReportsAndRestoresTheThreads) {
+  auto replica = cpu_replica();
+  ASSERT_NE(replica, nullptr);
+  const auto studies = fixture_studies();
+  model::set_threads(2);
+  auto usual = replica->run(studies, beam(3, 30));
+  ASSERT_TRUE(usual.ok()) << usual.status();
+  replica->set_decode_threads(1);
+  auto single = replica->run(studies, beam(3, 30));
+  ASSERT_TRUE(single.ok()) << single.status();
+  EXPECT_EQ(at::get_num_threads(), 2);
+  for (size_t s = 0; s < studies.size(); ++s) {
+    EXPECT_EQ(single->studies[s].ids, usual->studies[s].ids) << s;
+    for (size_t t = 0; t < usual->studies[s].token_log_probs.size(); ++t) {
+      EXPECT_NEAR(single->studies[s].token_log_probs[t], usual->studies[s].token_log_probs[t], 1e-4) << s << " " << t;
+    }
+  }
+  model::set_threads(1);  // as the other tests of this process expect
 }
 
 // Bag-of-tokens F1 of two reports, the end token left out.

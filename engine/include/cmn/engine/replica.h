@@ -77,6 +77,10 @@ class Replica {
   const std::shared_ptr<const Model>& shared_model() const { return model_; }
   std::string device() const;
   model::Precision precision() const;
+  // Intra-op threads of the decode loop (0, the default: as the rest of the batch). 1 keeps decoding fast on a
+  // CPU shared with other work (model::PassHooks::decode_threads). Set before the replica is used.
+  void set_decode_threads(int n) { decode_threads_ = n; }
+  int decode_threads() const { return decode_threads_; }
 
   // studies[b] = the model's V views in slot order, each [3, H, W] as preprocessing gives them. `options` is
   // empty (nothing extra) or one entry per study. Errors: InvalidArgument (wrong view count or image shape,
@@ -93,6 +97,7 @@ class Replica {
   Replica(std::shared_ptr<const Model> model, std::unique_ptr<Impl> impl);
   std::shared_ptr<const Model> model_;
   std::unique_ptr<Impl> impl_;
+  int decode_threads_ = 0;
 };
 
 }  // namespace cmn::engine

@@ -21,6 +21,11 @@ struct PassHooks {
   std::function<void()> after_visual;
   // Wraps the decoder's StepModel before the search uses it (e.g. to look at every step); may throw from step().
   std::function<std::unique_ptr<StepModel>(StepModel&)> wrap_decoder;
+  // Intra-op threads of the decode loop (0 = as the rest of the pass). A decode step is ~100 small ops; split
+  // over threads, each waits for the others at every op, and on a CPU shared with other work a thread that
+  // lost its core stalls them all (issue 15 item 5: 2 threads beside two CPU hogs decoded 69x slower than
+  // quiet, 1 thread 1.5x). The trunk's large convolutions keep the pass's threads.
+  int decode_threads = 0;
 };
 
 struct PassResult {
