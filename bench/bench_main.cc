@@ -17,6 +17,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include "bench_util.h"
 #include "cmn/model/r2gencmn.h"
 #include "cmn/model/runtime.h"
 #ifdef CMN_HAVE_PREPROCESSING
@@ -24,6 +25,8 @@
 #endif
 
 namespace {
+
+using cmn::bench::median;
 
 struct Args {
   std::string checkpoint, args_json, inputs, device = "cpu", precision = "fp32";
@@ -42,14 +45,9 @@ struct Args {
 }
 
 int64_t to_int(const std::string& flag, const char* value) {
-  try {
-    size_t used = 0;
-    const int64_t v = std::stoll(value, &used);
-    if (used != std::strlen(value) || v < 0) throw std::invalid_argument("");
-    return v;
-  } catch (const std::exception&) {
-    usage_error(flag + " needs a non-negative integer, got '" + value + "'");
-  }
+  const auto v = cmn::bench::non_negative_int(value);
+  if (!v) usage_error(flag + " needs a non-negative integer, got '" + value + "'");
+  return *v;
 }
 
 Args parse(int argc, char** argv) {
@@ -89,11 +87,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 #ifdef CMN_HAVE_PREPROCESSING
 double now_s() {

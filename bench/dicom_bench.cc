@@ -27,16 +27,14 @@
 
 #include <opencv2/core.hpp>
 
+#include "bench_util.h"
 #include "cmn/preprocessing/dicom.h"
 #include "cmn/preprocessing/image_pipeline.h"
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+using cmn::bench::median;
+
 
 double thread_cpu_ms() {
   timespec t{};

@@ -40,4 +40,4 @@ cmake --build "$build" --target cmn_gpu_check cmn_bench -j "$(nproc)" >"$build.b
 echo "built in $((SECONDS - start)) s"
 
 echo "== parity and timings"
-"$build/bench/cmn-gpu-check" --fixture "$fixture" --device "${DEVICE:-cuda}" --repeat 5 --batches 1,32
+"$build/bench/cmn-gpu-check" --fixture "$fixture" --device "${DEVICE:-cuda}" --repeat 5 --batches 1,32,256
