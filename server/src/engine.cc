@@ -168,10 +168,10 @@ absl::StatusOr<JobResult> Engine::run(const Slot& slot, std::vector<preprocessin
   job->wants_progress = static_cast<bool>(control.on_progress);
   job->attention = control.attention;
   job->priority = control.priority;
-  job->replica = control.replica != nullptr ? control.replica : replica_;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return absl::UnavailableError("the server is shutting down");
+    job->replica = control.replica != nullptr ? control.replica : replica_;
     job->enqueued = Clock::now();
     // STAT: behind the STAT studies already waiting, ahead of every routine one.
     auto at = queue_.end();
@@ -350,6 +350,11 @@ void Engine::run_batch(const std::vector<std::shared_ptr<Job>>& batch) {
     r.hypothesis = std::move(ran->studies[i]);
     batch[i]->finish(std::move(r));
   }
+}
+
+void Engine::set_replica(std::shared_ptr<engine::Replica> replica) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  replica_ = std::move(replica);
 }
 
 void Engine::set_step_hook(std::function<void(int64_t steps_done)> hook) {

@@ -164,6 +164,7 @@ absl::StatusOr<v1::ModelInfo> ReportServer::reload(const std::string& bundle) {
   const auto& info = next->serving.info;
   metrics_.set_model_info(info.name, info.version, info.digest, info.untrained);
   v1::ModelInfo served_info = next->info;
+  engine_->set_replica(next->replica);  // the engine keeps no reference to the old model
   service_->swap(std::move(next));
   LOG(INFO) << "cmn-server: reloaded: now serving model " << info.name << " version " << info.version << " "
             << info.digest << " (" << served_info.precision() << "; loaded and warmed in "

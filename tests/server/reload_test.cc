@@ -22,6 +22,8 @@ TEST(ReloadTest, CallsInFlightFinishOnTheOldModelAndLaterCallsOnTheNew) {
   ASSERT_TRUE(s.server);
   const v1::ModelInfo before = s.server->model_info();
   ASSERT_EQ(before.views(), 2);
+  const std::weak_ptr<const ServedModel> old_model = s.server->served_model();
+  const std::weak_ptr<engine::Replica> old_replica = s.server->served_model()->replica;
 
   Latch release;
   std::atomic<bool> holding{false};
@@ -76,6 +78,8 @@ TEST(ReloadTest, CallsInFlightFinishOnTheOldModelAndLaterCallsOnTheNew) {
   EXPECT_EQ(new_response.model().digest(), after.digest());
   EXPECT_EQ(new_response.slots_size(), 4);
   EXPECT_FALSE(new_response.report().empty());
+  // Once the last call that started on it is done, nothing holds the old model or its replica.
+  EXPECT_TRUE(wait_until([&] { return old_model.expired() && old_replica.expired(); }));
 }
 
 // A bundle that cannot be loaded is an error naming it, and the model that was serving keeps serving.

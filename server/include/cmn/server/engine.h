@@ -110,6 +110,10 @@ class Engine {
   absl::StatusOr<JobResult> run(const Slot& slot, std::vector<preprocessing::FloatImage> images,
                                 const model::DecodingOptions& decoding, const JobControl& control);
 
+  // The replica for studies whose JobControl names none, from now on (a hot reload: the old one is freed when the
+  // last study that named it is done).
+  void set_replica(std::shared_ptr<engine::Replica> replica);
+
   // Test seam: called on the worker thread after a batch's visual stage and before each decoder step
   // (steps_done = steps run so far), before the engine checks whether the batch is still wanted. Tests hold a
   // decode here (a latch) instead of guessing how long it takes. Safe while the worker runs; a batch keeps the
@@ -142,7 +146,7 @@ class Engine {
   void withdraw(const std::shared_ptr<Job>& job);
   void publish_queue_depth_locked();
 
-  std::shared_ptr<engine::Replica> replica_;
+  std::shared_ptr<engine::Replica> replica_;  // guarded by mutex_
   EngineOptions options_;
   std::mutex step_hook_mutex_;             // set_step_hook from a test thread, read by the worker per batch
   std::function<void(int64_t)> step_hook_;  // guarded by step_hook_mutex_

@@ -39,6 +39,8 @@ class ReportServer {
   int health_port() const { return health_port_; }     // -1 when server.health_port is -1
   const ServerConfig& config() const { return config_; }
   v1::ModelInfo model_info() const { return service_->model_info(); }
+  // The model calls start on now (a hot reload replaces it).
+  std::shared_ptr<const ServedModel> served_model() const { return service_->current(); }
   Metrics& metrics() { return metrics_; }
   Engine& engine() { return *engine_; }
 
