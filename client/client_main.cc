@@ -5,6 +5,8 @@
 //   cmn-client --server localhost:50051 --info
 //   cmn-client --server localhost:50051 --attention-dir maps/ study/   (per-sentence attention PNGs)
 //   cmn-client --server localhost:50051 --health [--service cmn.v1.ReportService]   (probes, HEALTHCHECK)
+//   cmn-client --server localhost:50051 --stat study/                  (PRIORITY_STAT: ahead of routine studies)
+//   cmn-client --server localhost:50051 --token-file t --reload /srv/bundles/v2   (admin: hot reload)
 //
 // Exit codes: 0 report printed (or --info, or --health and SERVING); 1 the input could not be read; 2 bad command line;
 // 10 + the gRPC status code otherwise (13 INVALID_ARGUMENT, 14 DEADLINE_EXCEEDED, 18 RESOURCE_EXHAUSTED,
@@ -16,6 +18,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +86,8 @@ int main(int argc, char** argv) {
   std::string server = "localhost:50051";
   std::vector<std::string> paths;
   bool health = false;
+  bool stat = false;
+  std::optional<std::string> reload;
   std::string health_service, attention_dir;
   bool tls = false, info = false, as_json = false, stream = false, require_trained = false, token_scores = false;
   std::string ca_file, cert_file, key_file, token, token_file, target_name_override, method, request_id;
@@ -92,6 +97,11 @@ int main(int argc, char** argv) {
   app.add_option("paths", paths, "DICOM files or folders (searched recursively) of one study");
   app.add_flag("--info", info, "print the server's model and limits (GetModelInfo) instead");
   app.add_flag("--health", health, "grpc.health.v1 Check: print the status; exit 0 if SERVING, 3 if not");
+  app.add_option("--reload", reload,
+                 "admin: ReloadModel with this bundle directory on the server (\"\" = its configured model); prints "
+                 "the new model")
+      ->expected(0, 1);
+  app.add_flag("--stat", stat, "send the study as STAT: ahead of every routine study in the server's queue");
   app.add_option("--service", health_service, "--health: the service to ask about (\"\" = the whole server)");
   app.add_flag("--tls", tls, "use TLS (implied by --ca/--cert)");
   app.add_option("--ca", ca_file, "PEM CA bundle to verify the server with (default: system roots)");
@@ -117,8 +127,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  if (!info && !health && paths.empty()) {
-    std::cerr << "cmn-client: give DICOM files or folders (or --info, --health)\n";
+  if (!info && !health && !reload && paths.empty()) {
+    std::cerr << "cmn-client: give DICOM files or folders (or --info, --health, --reload)\n";
     return 2;
   }
   if (!token_file.empty()) {
@@ -162,6 +172,15 @@ int main(int argc, char** argv) {
     std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(reply.status()) << "\n";
     return reply.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : kExitNotServing;
   }
+  if (reload) {
+    cmn::v1::ReloadModelRequest ask;
+    ask.set_bundle(*reload);
+    cmn::v1::ModelInfo model;
+    const grpc::Status status = stub->ReloadModel(&context, ask, &model);
+    if (!status.ok()) return fail(status);
+    std::cout << json(model) << "\n";
+    return 0;
+  }
   if (info) {
     cmn::v1::ModelInfo model;
     const grpc::Status status = stub->GetModelInfo(&context, cmn::v1::GetModelInfoRequest(), &model);
@@ -194,6 +213,7 @@ int main(int argc, char** argv) {
   request.mutable_output()->set_attention_maps(!attention_dir.empty());
   request.set_require_trained_model(require_trained);
   request.set_request_id(request_id);
+  if (stat) request.set_priority(cmn::v1::PRIORITY_STAT);
 
   cmn::v1::GenerateReportResponse response;
   if (stream) {

@@ -211,6 +211,20 @@ TEST(ServerProcessTest, SighupReloadsTheModelFromTheConfigurationFile) {
   ASSERT_TRUE(wait_until([&] { return server.err().find("reload failed") != std::string::npos; })) << server.err();
   EXPECT_NE(server.err().find("/nonexistent/bundle"), std::string::npos) << server.err();
   EXPECT_EQ(model_info().digest(), second.digest());
+
+  // cmn-client: --reload names a bundle (prints the new model), --stat sends a STAT study.
+  std::string client_out, client_err;
+  const std::string address = "127.0.0.1:" + match[1].str();
+  EXPECT_EQ(run({kClientBin, "--server", address, "--reload", untrained_bundle_dir()}, dir, &client_out, &client_err), 0)
+      << client_err;
+  EXPECT_NE(client_out.find("cmn-untrained-test"), std::string::npos) << client_out;
+  EXPECT_EQ(model_info().digest(), first.digest());
+  EXPECT_EQ(run({kClientBin, "--server", address, "--stat", "--max-length", "4",
+                 shared_path("data/dicom/chest/CR-MONO1-10-chest_implicitLE_nometa.dcm")},
+                dir, &client_out, &client_err),
+            0)
+      << client_err;
+  EXPECT_FALSE(client_out.empty());
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait_for(std::chrono::seconds(60)), 0) << server.err();
 }
