@@ -141,6 +141,7 @@ absl::StatusOr<v1::ModelInfo> ReportServer::reload(const std::string& bundle) {
     read.device = options.device;
     read.precision = options.precision;
     read.threads = options.threads;
+    read.decode_threads = options.decode_threads;
     options = std::move(read);
   }
   const auto start = std::chrono::steady_clock::now();
@@ -159,7 +160,9 @@ absl::StatusOr<v1::ModelInfo> ReportServer::reload(const std::string& bundle) {
     warm.beam_size = 1;
     warm.max_length = 2;
     auto ran = next->replica->run({std::vector<preprocessing::FloatImage>(static_cast<size_t>(views), blank)}, warm);
-    if (!ran.ok()) return absl::InternalError(absl::StrCat("the new model failed its warm-up pass: ", ran.status().message()));
+    if (!ran.ok()) {
+      return absl::InternalError(absl::StrCat("the new model failed its warm-up pass: ", ran.status().message()));
+    }
   }
   const auto& info = next->serving.info;
   metrics_.set_model_info(info.name, info.version, info.digest, info.untrained);
