@@ -262,8 +262,12 @@ std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<st
         first->priority != Priority::kStat) {
       const auto until = first->enqueued + std::chrono::milliseconds(options_.max_queue_delay_ms);
       work_ready_.wait_until(lock, until, [&] {
-        return stopping_ || flushing_ || first->abandoned.load() || compatible() >= max_batch;
+        return stopping_ || flushing_ || first->abandoned.load() || compatible() >= max_batch ||
+               queue_.empty() || queue_.front() != first;
       });
+      // A STAT study went ahead of this one while it waited for partners (or it was withdrawn): start again
+      // from the new front, which does not wait if it is STAT.
+      if (queue_.empty() || queue_.front() != first) continue;
     }
 
     std::vector<std::shared_ptr<Job>> batch;

@@ -221,6 +221,40 @@ TEST(EngineTest, StatCallIntoAFullQueueOfRoutineCallsIsAnsweredFirst) {
   EXPECT_EQ(engine.pending(), 0);
 }
 
+// A routine study waiting for batch partners (a 10-minute window here) does not hold up a STAT study that arrives
+// meanwhile: the STAT one is decoded and answered while the routine one still waits.
+TEST(EngineTest, StatCallDoesNotWaitOutARoutineBatchingWindow) {
+  auto config = test_config(untrained_bundle_dir());
+  config.engine.max_batch_size = 4;
+  config.engine.max_queue_delay_ms = 600000;
+  auto s = start_server(config, untrained_model());
+  ASSERT_TRUE(s.server);
+  const std::string cr = chest("CR-MONO1-10-chest_implicitLE_nometa.dcm");
+  std::atomic<bool> routine_done{false};
+  grpc::Status routine_status;
+  std::thread routine([&] {
+    grpc::ClientContext context;
+    set_deadline(&context, std::chrono::seconds(300));
+    v1::GenerateReportResponse response;
+    routine_status = s.stub->GenerateReport(&context, make_request({cr}, 6), &response);
+    routine_done = true;
+  });
+  ASSERT_TRUE(wait_until([&] { return s.server->engine().queued() == 1; }));
+  {
+    auto request = make_request({cr}, 4);
+    request.set_priority(v1::PRIORITY_STAT);
+    grpc::ClientContext context;
+    set_deadline(&context, std::chrono::seconds(120));  // a bound against hangs: the window is 10 minutes
+    v1::GenerateReportResponse response;
+    const grpc::Status status = s.stub->GenerateReport(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_FALSE(routine_done.load()) << "the routine study was not waiting for partners any more";
+  }
+  s.server->engine().flush_batches();  // now the routine study goes too
+  routine.join();
+  EXPECT_TRUE(routine_status.ok()) << routine_status.error_message();
+}
+
 TEST(EngineTest, CancelledCallFreesItsSlotAndStopsItsDecode) {
   auto config = test_config(untrained_bundle_dir());
   config.engine.max_pending = 1;
