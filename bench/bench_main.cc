@@ -3,12 +3,13 @@
 // Builds on cmn_model alone (LibTorch only: GPU hosts); with cmn_preprocessing it also reads image files.
 //   cmn-bench --r2gencmn MODEL.pth --args config.json [--images A.png ... | --inputs inputs.pt | --random B]
 //             [--repeat 5] [--threads 2] [--beam-size 3] [--max-length 60] [--batch B] [--device cpu|cuda]
-//             [--precision fp32|bf16|int8] [--decode-threads N]
+//             [--precision fp32|bf16|int8] [--decode-threads N] [--kernels fused|aten|both]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -18,6 +19,7 @@
 #include <torch/torch.h>
 
 #include "bench_util.h"
+#include "cmn/model/fused_kernels.h"
 #include "cmn/model/r2gencmn.h"
 #include "cmn/model/runtime.h"
 #ifdef CMN_HAVE_PREPROCESSING
@@ -29,7 +31,7 @@ namespace {
 using cmn::bench::median;
 
 struct Args {
-  std::string checkpoint, args_json, inputs, device = "cpu", precision = "fp32";
+  std::string checkpoint, args_json, inputs, device = "cpu", precision = "fp32", kernels = "fused";
   std::vector<std::string> images;
   int64_t random_studies = 0, repeat = 5, threads = 2, batch = 0, decode_threads = 0;
   std::optional<int64_t> beam_size, max_length;
@@ -40,7 +42,8 @@ struct Args {
   std::cerr << "cmn-bench: " << message << "\n"
             << "usage: cmn-bench --r2gencmn MODEL.pth --args config.json [--images A.png ... | --inputs inputs.pt |"
                " --random B] [--repeat N] [--threads N] [--beam-size N] [--max-length N] [--sample-method M]"
-               " [--batch B] [--device cpu|cuda] [--precision fp32|bf16|int8] [--decode-threads N]\n";
+               " [--batch B] [--device cpu|cuda] [--precision fp32|bf16|int8] [--decode-threads N]"
+               " [--kernels fused|aten|both]\n";
   std::exit(2);
 }
 
@@ -72,6 +75,7 @@ Args parse(int argc, char** argv) {
     else if (flag == "--device") a.device = value();
     else if (flag == "--precision") a.precision = value();
     else if (flag == "--decode-threads") a.decode_threads = to_int(flag, value());
+    else if (flag == "--kernels") a.kernels = value();
     else if (flag == "--images") {
       while (i + 1 < argc && std::strncmp(argv[i + 1], "--", 2) != 0) a.images.push_back(argv[++i]);
     } else if (flag == "--help" || flag == "-h") {
@@ -167,22 +171,43 @@ int main(int argc, char** argv) {
       options.method = *method;
     }
 
-    std::vector<double> visual, encode, decode, total;
+    // --kernels both: the fused CPU kernels (fused_kernels.h) and ATen's ops alternate run by run, so their ratio
+    // comes from one noisy machine at one time.
+    if (a.kernels != "fused" && a.kernels != "aten" && a.kernels != "both") {
+      usage_error("--kernels must be fused, aten or both, got '" + a.kernels + "'");
+    }
+    std::vector<std::string> modes;
+    if (a.kernels != "fused") modes.push_back("aten");
+    if (a.kernels != "aten") modes.push_back("fused");
+    struct Times {
+      std::vector<double> visual, encode, decode, total;
+    };
+    std::map<std::string, Times> times;
     int64_t steps = 0;
     c10::InferenceMode guard;
     for (int64_t r = 0; r < a.repeat + 1; ++r) {  // run 0 warms up (folding, allocator, caches)
-      // The one inference pass (R2GenCMNImpl::infer) with its own stage timings (synchronised on CUDA).
-      cmn::model::PassHooks hooks;
-      hooks.decode_threads = static_cast<int>(a.decode_threads);
-      auto pass = model->infer(images, options, hooks);
-      const auto& result = pass.decoded;
-      if (r == 0) continue;
-      steps = result.steps;
-      visual.push_back(pass.visual_s);
-      encode.push_back(pass.encode_s);
-      decode.push_back(pass.decode_s);
-      total.push_back(pass.visual_s + pass.encode_s + pass.decode_s);
+      for (const auto& mode : modes) {
+        cmn::model::set_fused_kernels(mode == "fused");
+        // The one inference pass (R2GenCMNImpl::infer) with its own stage timings (synchronised on CUDA).
+        cmn::model::PassHooks hooks;
+        hooks.decode_threads = static_cast<int>(a.decode_threads);
+        auto pass = model->infer(images, options, hooks);
+        const auto& result = pass.decoded;
+        if (r == 0) continue;
+        steps = result.steps;
+        auto& t = times[mode];
+        t.visual.push_back(pass.visual_s);
+        t.encode.push_back(pass.encode_s);
+        t.decode.push_back(pass.decode_s);
+        t.total.push_back(pass.visual_s + pass.encode_s + pass.decode_s);
+      }
     }
+    cmn::model::set_fused_kernels(true);
+    const auto& main_times = times[modes.back()];
+    const auto& visual = main_times.visual;
+    const auto& encode = main_times.encode;
+    const auto& decode = main_times.decode;
+    const auto& total = main_times.total;
     const double pre = preprocess.empty() ? 0.0 : median(preprocess);
     std::ostringstream json;
     json.precision(6);
@@ -194,7 +219,18 @@ int main(int argc, char** argv) {
          << options.max_length << ", \"decode_steps\": " << steps << ", \"repeat\": " << a.repeat
          << ", \"threads\": " << at::get_num_threads() << ", \"decode_threads\": " << a.decode_threads << ", \"device\": \"" << device.str()
          << "\", \"precision\": \"" << cmn::model::precision_name(*precision)
-         << "\", \"blas\": \"" << cmn::model::active_blas().library << "\"}";
+         << "\", \"blas\": \"" << cmn::model::active_blas().library << "\", \"kernels\": \"" << modes.back()
+         << "\", \"kernels_isa\": \"" << cmn::model::fused_kernels_isa() << "\", \"decode_step_ms\": "
+         << 1000.0 * median(decode) / static_cast<double>(std::max<int64_t>(1, steps));
+    if (modes.size() == 2) {  // the ATen run of the same repeats, and fused / ATen ratios of the medians
+      const auto& at = times["aten"];
+      json << ", \"aten\": {\"visual_s\": " << median(at.visual) << ", \"encode_s\": " << median(at.encode)
+           << ", \"decode_s\": " << median(at.decode) << ", \"decode_step_ms\": "
+           << 1000.0 * median(at.decode) / static_cast<double>(std::max<int64_t>(1, steps))
+           << "}, \"decode_speedup\": " << median(at.decode) / median(decode)
+           << ", \"encode_speedup\": " << median(at.encode) / median(encode);
+    }
+    json << "}";
     std::cout << json.str() << std::endl;
     return 0;
   } catch (const c10::Error& e) {

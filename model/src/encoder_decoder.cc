@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "fused_ops.h"
+
 namespace cmn::model {
 
 EmbeddingsImpl::EmbeddingsImpl(int64_t d_model, int64_t vocab) : scale_(std::sqrt(static_cast<double>(d_model))) {
@@ -65,7 +67,12 @@ BaseCMNImpl::BaseCMNImpl(const ModelConfig& c) : config_(c) {
 MemoryKeysValues BaseCMNImpl::memory_keys_values() {
   const bool cacheable = !is_training() && !torch::GradMode::is_enabled();
   if (!cacheable) return cmn->project_memory(memory_matrix);
-  if (!cached_memory_) cached_memory_ = cmn->project_memory(memory_matrix);
+  if (!cached_memory_) {
+    cached_memory_ = cmn->project_memory(memory_matrix);
+    if (cached_memory_->keys.device().is_cpu() && cached_memory_->keys.scalar_type() == torch::kFloat) {
+      cached_memory_->keys_packed = fused::pack_memory_keys(cached_memory_->keys);  // [h,M/32,dk,32]
+    }
+  }
   return *cached_memory_;
 }
 
@@ -167,20 +174,34 @@ torch::Tensor BaseCMNImpl::decode_step(const torch::Tensor& tokens, DecoderCache
       }
       ck.narrow(2, t, 1).copy_(k);
       cv.narrow(2, t, 1).copy_(v);
-      auto keys = ck.narrow(2, 0, t + 1);                       // [N,h,t+1,dk] (a view)
-      auto values = cv.narrow(2, 0, t + 1);
-      auto p = torch::softmax(torch::matmul(q, keys.transpose(-2, -1)) / scale, -1);  // [N,h,1,t+1]
-      auto o = torch::matmul(p, values);                        // [N,h,1,dk]
-      x = x + attn.linears.out(o.transpose(1, 2).reshape({n, 1, d}));
+      // Fused (CPU fp32): per row and head, scores, softmax and sum in one pass, heads side by side [N,d].
+      if (auto o = fused::self_attention(q, ck, cv, t + 1, h); o.defined()) {
+        x = x + attn.linears.out(o.view({n, 1, d}));
+      } else {
+        auto keys = ck.narrow(2, 0, t + 1);                     // [N,h,t+1,dk] (a view)
+        auto values = cv.narrow(2, 0, t + 1);
+        auto p = torch::softmax(torch::matmul(q, keys.transpose(-2, -1)) / scale, -1);  // [N,h,1,t+1]
+        auto o_heads = torch::matmul(p, values);                // [N,h,1,dk]
+        x = x + attn.linears.out(o_heads.transpose(1, 2).reshape({n, 1, d}));
+      }
     }
     {  // cross-attention: the r rows of a study share its image keys/values, so they go in as r queries
       auto& attn = *layer.src_attn;
       auto y = layer.sub(1)->norm(x);
-      auto q = attn.linears.q(y).view({b, r, h, dk}).permute({0, 2, 1, 3});          // [B,h,r,dk]
-      auto p = torch::softmax(torch::matmul(q, cache.cross_k[l].transpose(-2, -1)) / scale, -1);  // [B,h,r,S]
-      if (cache.keep_attention) cache.cross_attention[l] = p.permute({0, 2, 1, 3}).reshape({n, h, -1});
-      auto o = torch::matmul(p, cache.cross_v[l]);              // [B,h,r,dk]
-      x = x + attn.linears.out(o.permute({0, 2, 1, 3}).reshape({n, 1, d}));
+      auto q_rows = attn.linears.q(y);                          // [N,1,d]
+      torch::Tensor kept;
+      if (auto o = fused::cross_attention(q_rows, cache.cross_k[l], cache.cross_v[l], r,
+                                          cache.keep_attention ? &kept : nullptr);
+          o.defined()) {
+        if (cache.keep_attention) cache.cross_attention[l] = kept;  // [N,h,S]
+        x = x + attn.linears.out(o.view({n, 1, d}));
+      } else {
+        auto q = q_rows.view({b, r, h, dk}).permute({0, 2, 1, 3});  // [B,h,r,dk]
+        auto p = torch::softmax(torch::matmul(q, cache.cross_k[l].transpose(-2, -1)) / scale, -1);  // [B,h,r,S]
+        if (cache.keep_attention) cache.cross_attention[l] = p.permute({0, 2, 1, 3}).reshape({n, h, -1});
+        auto o_heads = torch::matmul(p, cache.cross_v[l]);      // [B,h,r,dk]
+        x = x + attn.linears.out(o_heads.permute({0, 2, 1, 3}).reshape({n, 1, d}));
+      }
     }
     {  // feed-forward
       x = x + layer.feed_forward(layer.sub(2)->norm(x));

@@ -6,6 +6,8 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include "fused_ops.h"
+
 namespace cmn::model {
 
 LayerNormImpl::LayerNormImpl(int64_t features, double eps) : eps_(eps) {
@@ -14,6 +16,9 @@ LayerNormImpl::LayerNormImpl(int64_t features, double eps) : eps_(eps) {
 }
 
 torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  if (!is_training()) {
+    if (auto y = fused::layer_norm(x, a_2, b_2, eps_); y.defined()) return y;  // one pass instead of seven ops
+  }
   auto mean = x.mean(-1, /*keepdim=*/true);                 // [..., 1]
   auto std = x.std(-1, /*unbiased=*/true, /*keepdim=*/true);  // [..., 1]
   return a_2 * (x - mean) / (std + eps_) + b_2;              // [..., d]
@@ -68,7 +73,10 @@ void LinearImpl::set_precision(Precision p) {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  if (precision_ == Precision::kFp32 || is_training() || torch::GradMode::is_enabled()) {
+  if (is_training() || torch::GradMode::is_enabled()) return torch::nn::LinearImpl::forward(x);
+  if (precision_ == Precision::kFp32) {
+    // A few rows (a decode step): plain dot products beat a GEMM that packs the whole weight for them.
+    if (auto y = fused::linear(x, weight, bias); y.defined()) return y;
     return torch::nn::LinearImpl::forward(x);
   }
   if (precision_ == Precision::kBf16) {
@@ -148,6 +156,12 @@ torch::Tensor MultiThreadMemoryImpl::forward(const torch::Tensor& query, const M
   if (path_ == QueryPath::kReferenceExpand) return forward_reference(query, memory);
   const int64_t batch = query.size(0), steps = query.size(1), rows = batch * steps;
   const int64_t slots = memory.keys.size(1);
+  if (!is_training() && memory.keys_packed.defined()) {
+    auto q = linears.q(query).view({rows, heads_ * d_k_});                              // [BT,d]
+    if (auto x = fused::memory_read(q, memory.keys_packed, memory.values, topk_); x.defined()) {
+      return linears.out(x.view({batch, steps, heads_ * d_k_}));                         // [B,T,d]
+    }
+  }
   // All (study, token) rows of one head form one matrix: one bmm per head instead of the reference's
   // per-study expand of the memory.
   auto q = linears.q(query).view({rows, heads_, d_k_}).transpose(0, 1);  // [h,BT,dk]

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "cmn/model/fused_kernels.h"
 #include "cmn/model/layers.h"
 #include "cmn/model/visual_extractor.h"
 
@@ -83,11 +84,18 @@ TEST(PrecisionLinearTest, DerivedWeightsActInEvalWithoutGradAndStayCloseToFp32) 
   Linear layer(512, 512);
   layer->eval();
   const auto x = torch::randn({3, 10, 512});               // [B,T,d]
-  torch::Tensor exact;
+  torch::Tensor exact, fused;
   {
     torch::NoGradGuard no_grad;
-    exact = layer(x);                                       // [B,T,d]
+    fused = layer(x);                                       // [B,T,d] fused CPU kernel where there is one
+    set_fused_kernels(false);                               // "exact" below means ATen's torch::linear
+    exact = layer(x);
   }
+  // The fused fp32 kernel (fused_kernels.h) differs from ATen's GEMM by summation order only.
+  EXPECT_LT((fused - exact).abs().max().item<double>(), 1e-4);
+  struct Restore {
+    ~Restore() { set_fused_kernels(true); }
+  } restore;
   for (Precision p : {Precision::kBf16, Precision::kInt8}) {
     layer->set_precision(p);
     torch::NoGradGuard no_grad;

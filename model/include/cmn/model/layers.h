@@ -73,6 +73,9 @@ TORCH_MODULE(MultiHeadedAttention);
 struct MemoryKeysValues {
   torch::Tensor keys;    // [h, M, dk] = linears.1(memory_matrix) split by head
   torch::Tensor values;  // [h, M, dk] = linears.2(memory_matrix) split by head
+  // The keys packed for the fused CPU memory read (fused_kernels.h), [h, ceil(M/32), dk, 32]; set on the cached
+  // inference copy only (BaseCMN::memory_keys_values), undefined elsewhere: then ATen's ops run.
+  torch::Tensor keys_packed;
 };
 
 // Cross-modal memory querying and responding (MultiThreadMemory): each query reads the top-k memory slots
