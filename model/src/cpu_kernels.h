@@ -43,6 +43,16 @@ const Table* best_table();
 namespace avx512 {
 const Table& table();
 }
+// The bf16 Linear with AVX512_BF16 (cpu_kernels_bf16.cc): x [m,k] and w [n,k] in bf16 (k % 32 == 0), fp32 bias
+// and output, fp32 accumulation; columns [n0, n1) as the fp32 kernel.
+namespace avx512bf16 {
+void linear(const uint16_t* x, const uint16_t* w, const float* b, float* y, int64_t m, int64_t n, int64_t k,
+            int64_t n0, int64_t n1);
+}
+// avx512bf16::linear where this CPU runs it (cpu_bf16_support().avx512_bf16) and the build has it, else null.
+using LinearBf16 = void (*)(const uint16_t*, const uint16_t*, const float*, float*, int64_t, int64_t, int64_t,
+                            int64_t, int64_t);
+LinearBf16 best_linear_bf16();
 namespace avx2 {
 const Table& table();
 }

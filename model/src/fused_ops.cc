@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 
 #include "cmn/model/fused_kernels.h"
+#include "cmn/model/precision.h"
 #include "cpu_kernels.h"
 
 namespace cmn::model {
@@ -22,6 +23,15 @@ const Table* best_table() {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2::table();
     return nullptr;
   }();
+  return chosen;
+#else
+  return nullptr;
+#endif
+}
+
+kernels::LinearBf16 best_linear_bf16() {
+#if defined(__x86_64__) && defined(CMN_HAVE_CPU_KERNELS)
+  static const LinearBf16 chosen = cpu_bf16_support().avx512_bf16 ? &avx512bf16::linear : nullptr;
   return chosen;
 #else
   return nullptr;
@@ -80,6 +90,29 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   // Blocks of four output columns (the kernel's unit), split across threads.
   at::parallel_for(0, (n + 3) / 4, grain(4 * m * k), [&](int64_t c0, int64_t c1) {
     t->linear(xp, wp, bp, yp, m, n, k, c0 * 4, std::min(n, c1 * 4));
+  });
+  return y;
+}
+
+torch::Tensor linear_bf16(const torch::Tensor& x, const torch::Tensor& w_bf16, const torch::Tensor& b) {
+  const auto fn = kernels::best_linear_bf16();
+  if (!fn || !usable({&x, &b}) || !w_bf16.defined() || w_bf16.scalar_type() != torch::kBFloat16) return {};
+  if (!w_bf16.device().is_cpu() || w_bf16.dim() != 2 || !w_bf16.is_contiguous() || x.size(-1) != w_bf16.size(1))
+    return {};
+  const int64_t k = w_bf16.size(1), n = w_bf16.size(0);
+  if (k % 32 != 0 || (b.defined() && (!b.is_contiguous() || b.numel() != n))) return {};
+  const int64_t m = x.numel() / std::max<int64_t>(1, k);
+  if (m == 0 || m > kMaxLinearRows) return {};
+  const auto xb = x.to(torch::kBFloat16).contiguous();  // [..., K] rounded to nearest even, as torch::linear's input
+  auto sizes = x.sizes().vec();
+  sizes.back() = n;
+  auto y = torch::empty(sizes, x.options());             // [..., N] fp32
+  const auto* xp = reinterpret_cast<const uint16_t*>(xb.data_ptr<at::BFloat16>());
+  const auto* wp = reinterpret_cast<const uint16_t*>(w_bf16.data_ptr<at::BFloat16>());
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, (n + 3) / 4, grain(4 * m * k), [&](int64_t c0, int64_t c1) {
+    fn(xp, wp, bp, yp, m, n, k, c0 * 4, std::min(n, c1 * 4));
   });
   return y;
 }

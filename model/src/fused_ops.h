@@ -17,6 +17,9 @@ constexpr int64_t kMaxLinearRows = 256;
 
 // x [..., K] (at most kMaxLinearRows rows), w [N,K], b [N] or undefined -> [..., N]
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
+// The bf16 Linear (AVX512_BF16): x [..., K] fp32 (rounded to bf16 here), w_bf16 [N,K] bf16 with K % 32 == 0,
+// b [N] fp32 -> [..., N] fp32, accumulated and biased in fp32 (ATen's bf16 linear also rounds its output to bf16).
+torch::Tensor linear_bf16(const torch::Tensor& x, const torch::Tensor& w_bf16, const torch::Tensor& b);
 // The reference's LayerNorm over the last dimension: a * (x - mean) / (std_unbiased + eps) + b
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& a, const torch::Tensor& b, double eps);
 // One new token per row: q [N, h*dk] against the first t positions of keys/values [N,h,capacity,dk]

@@ -80,6 +80,7 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
     return torch::nn::LinearImpl::forward(x);
   }
   if (precision_ == Precision::kBf16) {
+    if (auto y = fused::linear_bf16(x, weight_bf16_, bias); y.defined()) return y;  // AVX512_BF16, few rows
     return torch::linear(x.to(torch::kBFloat16), weight_bf16_, bias_bf16_).to(x.scalar_type());  // [..., out]
   }
   static const auto dynamic = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::linear_dynamic", "");

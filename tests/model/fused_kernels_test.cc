@@ -12,6 +12,8 @@
 #include <torch/torch.h>
 
 #include "cmn/model/fused_kernels.h"
+#include "cmn/model/layers.h"
+#include "cmn/model/precision.h"
 #include "cmn/model/r2gencmn.h"
 #include "cpu_kernels.h"
 #include "fused_ops.h"
@@ -68,9 +70,31 @@ TEST_F(FusedKernelTest, LinearMatchesTorchLinearWithAndWithoutTails) {
       auto part = torch::full({m, n}, -7.0f);
       t->linear(f(x), f(w), nullptr, f(part), m, n, k, 4, n);
       EXPECT_TRUE(torch::all(part.narrow(1, 0, std::min<int64_t>(4, n)) == -7.0f).item<bool>()) << t->name;
-      if (n > 4) EXPECT_LT(max_abs(part.narrow(1, 4, n - 4), want.narrow(1, 4, n - 4) - b.narrow(0, 4, n - 4)), 1e-4);
+      if (n > 4) {
+        EXPECT_LT(max_abs(part.narrow(1, 4, n - 4), want.narrow(1, 4, n - 4) - b.narrow(0, 4, n - 4)), 1e-4);
+      }
     }
   }
+}
+
+// The bf16 Linear equals fp32 arithmetic on the bf16-rounded inputs and weights (vdpbf16ps multiplies exactly
+// and accumulates in fp32), and it is what a bf16 replica's Linear runs.
+TEST_F(FusedKernelTest, Bf16LinearIsFp32ArithmeticOnBf16RoundedOperands) {
+  if (!kernels::best_linear_bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  for (auto [m, n, k] : std::vector<std::array<int64_t, 3>>{{10, 512, 512}, {3, 7, 64}, {1, 761, 512}}) {
+    auto x = torch::randn({m, k}), w = (torch::randn({n, k}) * 0.05).to(torch::kBFloat16), b = torch::randn({n});
+    auto want = torch::linear(x.to(torch::kBFloat16).to(torch::kFloat), w.to(torch::kFloat), b);
+    auto got = fused::linear_bf16(x, w, b);
+    ASSERT_TRUE(got.defined());
+    EXPECT_LT(max_abs(got, want), 1e-4) << "m=" << m << " n=" << n << " k=" << k;
+  }
+  EXPECT_FALSE(fused::linear_bf16(torch::randn({2, 48}), torch::randn({4, 48}).to(torch::kBFloat16), {}).defined())
+      << "K = 48 is not a multiple of 32: ATen's bf16 linear runs";
+  Linear layer(512, 512);
+  layer->eval();
+  layer->set_precision(Precision::kBf16);
+  const auto x = torch::randn({10, 512});
+  EXPECT_TRUE(torch::equal(layer(x), fused::linear_bf16(x, layer->weight.to(torch::kBFloat16), layer->bias)));
 }
 
 TEST_F(FusedKernelTest, LayerNormIsTheReferencesUnbiasedStdForm) {
