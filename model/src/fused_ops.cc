@@ -70,6 +70,19 @@ const kernels::Table* usable(std::initializer_list<const torch::Tensor*> tensors
 // Units of work per task so that one task is worth waking a thread for (~64k multiply-adds).
 int64_t grain(int64_t work_per_unit) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, work_per_unit)); }
 
+// at::parallel_for, except under ThreadSanitizer: libgomp hands work to its team and waits for it with futexes
+// TSan cannot see, so instrumented kernel code on the team would read as racing with the caller (ATen's own
+// kernels run there too, but uninstrumented). Serial there, the kernels stay checked against cmn's threads.
+template <typename F>
+void parallel(int64_t begin, int64_t end, int64_t grain_size, const F& f) {
+#if defined(__SANITIZE_THREAD__)
+  (void)grain_size;
+  if (begin < end) f(begin, end);
+#else
+  at::parallel_for(begin, end, grain_size, f);
+#endif
+}
+
 }  // namespace
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
@@ -88,7 +101,7 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   // Blocks of four output columns (the kernel's unit), split across threads.
-  at::parallel_for(0, (n + 3) / 4, grain(4 * m * k), [&](int64_t c0, int64_t c1) {
+  parallel(0, (n + 3) / 4, grain(4 * m * k), [&](int64_t c0, int64_t c1) {
     t->linear(xp, wp, bp, yp, m, n, k, c0 * 4, std::min(n, c1 * 4));
   });
   return y;
@@ -111,7 +124,7 @@ torch::Tensor linear_bf16(const torch::Tensor& x, const torch::Tensor& w_bf16, c
   const auto* wp = reinterpret_cast<const uint16_t*>(w_bf16.data_ptr<at::BFloat16>());
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, (n + 3) / 4, grain(4 * m * k), [&](int64_t c0, int64_t c1) {
+  parallel(0, (n + 3) / 4, grain(4 * m * k), [&](int64_t c0, int64_t c1) {
     fn(xp, wp, bp, yp, m, n, k, c0 * 4, std::min(n, c1 * 4));
   });
   return y;
@@ -127,7 +140,7 @@ torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& a, const t
   const int64_t rows = xc.numel() / d;
   const float* xp = xc.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, rows, grain(4 * d), [&](int64_t r0, int64_t r1) {
+  parallel(0, rows, grain(4 * d), [&](int64_t r0, int64_t r1) {
     t->layer_norm(xp, a.data_ptr<float>(), b.data_ptr<float>(), yp, d, static_cast<float>(eps), r0, r1);
   });
   return y;
@@ -147,7 +160,7 @@ torch::Tensor self_attention(const torch::Tensor& q, const torch::Tensor& keys, 
   const float* vp = values.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
-  at::parallel_for(0, n * h, grain(2 * t * dk), [&](int64_t i0, int64_t i1) {
+  parallel(0, n * h, grain(2 * t * dk), [&](int64_t i0, int64_t i1) {
     std::vector<float> p(t);
     for (int64_t i = i0; i < i1; ++i) {  // i = row * h + head
       const int64_t row = i / h, head = i % h;
@@ -177,7 +190,7 @@ torch::Tensor cross_attention(const torch::Tensor& q, const torch::Tensor& keys,
   float* pp = p.data_ptr<float>();
   const auto st = keys.strides();  // study, head, position (the image keys are views split by head)
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
-  at::parallel_for(0, n * h, grain(2 * s * dk), [&](int64_t i0, int64_t i1) {
+  parallel(0, n * h, grain(2 * s * dk), [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {  // i = row * h + head; row = study * r + beam
       const int64_t row = i / h, head = i % h, study = row / r;
       const int64_t base = study * st[0] + head * st[1];
@@ -219,7 +232,7 @@ torch::Tensor memory_read(const torch::Tensor& q, const torch::Tensor& keys_pack
   const int64_t head_keys = keys_packed.size(1) * dk * kernels::kMemoryPanel;
   // Units: (head, group of four rows), the kernel's unit: the four rows share every key load.
   const int64_t groups = (rows + 3) / 4;
-  at::parallel_for(0, h * groups, grain(4 * m * dk), [&](int64_t i0, int64_t i1) {
+  parallel(0, h * groups, grain(4 * m * dk), [&](int64_t i0, int64_t i1) {
     std::vector<float> scratch(kernels::memory_scratch(m));
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t head = i / groups, r0 = (i % groups) * 4;
