@@ -19,6 +19,7 @@
 
 #include "cmn/common/main_init.h"
 #include "cmn/engine/replica.h"
+#include "cmn/model/fused_kernels.h"
 #include "cmn/model/runtime.h"
 #include "cmn/server/config.h"
 #include "cmn/server/server.h"
@@ -54,6 +55,10 @@ int main(int argc, char** argv) {
   }
   cmn::model::warn_if_slow_blas();
   cmn::model::set_threads(config->model.threads);  // 0 = the process's CPU budget (affinity, cgroup cpu.max)
+  // Which fused decode-step kernels this CPU runs (README "The decode step"): a host without AVX2 decodes ~2x
+  // slower on ATen's ops alone, and an operator comparing two hosts' latencies should see why.
+  LOG(INFO) << "cmn-server: fused CPU kernels: " << cmn::model::fused_kernels_isa()
+            << (std::string(cmn::model::fused_kernels_isa()) == "none" ? " (no AVX2: ATen's ops only)" : "");
 
   auto model = cmn::server::load_serving_model(config->model);
   if (!model.ok()) {
