@@ -157,15 +157,16 @@ torch::Tensor MultiThreadMemoryImpl::forward(const torch::Tensor& query, const M
   if (path_ == QueryPath::kReferenceExpand) return forward_reference(query, memory);
   const int64_t batch = query.size(0), steps = query.size(1), rows = batch * steps;
   const int64_t slots = memory.keys.size(1);
-  if (!is_training() && memory.keys_packed.defined()) {
-    auto q = linears.q(query).view({rows, heads_ * d_k_});                              // [BT,d]
-    if (auto x = fused::memory_read(q, memory.keys_packed, memory.values, topk_); x.defined()) {
+  auto q_rows = linears.q(query);                                                       // [B,T,d]
+  if (!is_training() && memory.keys_packed.defined()) {  // fused CPU read (fused_kernels.h)
+    if (auto x = fused::memory_read(q_rows.view({rows, heads_ * d_k_}), memory.keys_packed, memory.values, topk_);
+        x.defined()) {
       return linears.out(x.view({batch, steps, heads_ * d_k_}));                         // [B,T,d]
     }
   }
   // All (study, token) rows of one head form one matrix: one bmm per head instead of the reference's
   // per-study expand of the memory.
-  auto q = linears.q(query).view({rows, heads_, d_k_}).transpose(0, 1);  // [h,BT,dk]
+  auto q = q_rows.view({rows, heads_, d_k_}).transpose(0, 1);            // [h,BT,dk]
   auto scores = torch::bmm(q, memory.keys.transpose(1, 2)) /
                 std::sqrt(static_cast<double>(d_k_));                    // [h,BT,M]
   auto [top_scores, top_idx] = scores.topk(topk_);                       // [h,BT,k] each
