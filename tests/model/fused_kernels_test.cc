@@ -4,6 +4,7 @@
 // against the reference's beams.
 #include <array>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -157,6 +158,29 @@ TEST_F(FusedKernelTest, MemoryReadPicksTheTopKOfEveryHead) {
       }
       EXPECT_LT(max_abs(got, want), 1e-5) << t->name << " m=" << m << " k=" << topk << " rows=" << rows;
     }
+  }
+}
+
+// Few slots for k: three blocks of maxima 9, 8, 7 bound only three slots, and the fourth (0) must still be read.
+// A NaN score reads as NaN, never out of bounds.
+TEST_F(FusedKernelTest, MemoryReadWithFewBlocksOrANanScoreStillTakesKSlots) {
+  const int64_t m = 5, dk = 16, topk = 4;
+  // Slot j's key is a multiple of the all-ones query, so its score is that multiple times dk / 4.
+  const std::vector<float> score_of = {9, 0, 8, -1, 7};
+  auto keys = torch::ones({1, m, dk});
+  for (int64_t j = 0; j < m; ++j) keys[0][j].mul_(score_of[static_cast<size_t>(j)]);
+  auto values = torch::randn({1, m, dk}), q = torch::ones({1, dk});
+  auto want = memory_reference(q, keys, values, topk);
+  auto packed = fused::pack_memory_keys(keys);
+  for (const auto* t : tables_) {
+    auto got = torch::empty({1, dk});
+    std::vector<float> scratch(kernels::memory_scratch(m));
+    t->memory_read(f(q), dk, 1, f(packed[0]), f(values[0]), m, dk, topk, 0.25f, scratch.data(), f(got), dk);
+    EXPECT_LT(max_abs(got, want), 1e-5) << t->name;
+    auto nan_q = q.clone();
+    nan_q[0][3] = std::numeric_limits<float>::quiet_NaN();
+    t->memory_read(f(nan_q), dk, 1, f(packed[0]), f(values[0]), m, dk, topk, 0.25f, scratch.data(), f(got), dk);
+    EXPECT_TRUE(torch::isnan(got).any().item<bool>()) << t->name;
   }
 }
 
