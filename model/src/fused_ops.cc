@@ -29,7 +29,7 @@ const Table* best_table() {
 #endif
 }
 
-kernels::LinearBf16 best_linear_bf16() {
+LinearBf16 best_linear_bf16() {
 #if defined(__x86_64__) && defined(CMN_HAVE_CPU_KERNELS)
   static const LinearBf16 chosen = cpu_bf16_support().avx512_bf16 ? &avx512bf16::linear : nullptr;
   return chosen;
@@ -83,51 +83,58 @@ void parallel(int64_t begin, int64_t end, int64_t grain_size, const F& f) {
 #endif
 }
 
+// The shape checks both Linears share: x [..., K] against w [N,K] (contiguous), b [N] or undefined, at most
+// kMaxLinearRows rows. The row count, or 0 when the fused path does not apply.
+int64_t linear_rows(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  if (w.dim() != 2 || !w.is_contiguous() || x.size(-1) != w.size(1)) return 0;
+  if (b.defined() && (!b.is_contiguous() || b.numel() != w.size(0))) return 0;
+  const int64_t m = x.numel() / std::max<int64_t>(1, w.size(1));
+  return m <= kMaxLinearRows ? m : 0;
+}
+
+// y [..., N] fp32, filled by `columns(y, c0, c1)` for column ranges: blocks of four output columns (the kernels'
+// unit) split across threads.
+template <typename Columns>
+torch::Tensor linear_columns(const torch::Tensor& x, int64_t m, int64_t n, int64_t k, const Columns& columns) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = n;
+  auto y = torch::empty(sizes, x.options());  // [..., N]
+  float* yp = y.data_ptr<float>();
+  parallel(0, (n + 3) / 4, grain(4 * m * k),
+           [&](int64_t c0, int64_t c1) { columns(yp, c0 * 4, std::min(n, c1 * 4)); });
+  return y;
+}
+
 }  // namespace
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   const auto* t = usable({&x, &w, &b});
-  if (!t || w.dim() != 2 || !w.is_contiguous() || x.size(-1) != w.size(1)) return {};
-  if (b.defined() && (!b.is_contiguous() || b.numel() != w.size(0))) return {};
-  const int64_t k = w.size(1), n = w.size(0);
-  const int64_t m = x.numel() / std::max<int64_t>(1, k);
-  if (m == 0 || m > kMaxLinearRows) return {};
+  const int64_t m = t ? linear_rows(x, w, b) : 0;
+  if (m == 0) return {};
+  const int64_t n = w.size(0), k = w.size(1);
   const auto xc = x.contiguous();
-  auto sizes = x.sizes().vec();
-  sizes.back() = n;
-  auto y = torch::empty(sizes, x.options());  // [..., N]
   const float* xp = xc.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-  float* yp = y.data_ptr<float>();
-  // Blocks of four output columns (the kernel's unit), split across threads.
-  parallel(0, (n + 3) / 4, grain(4 * m * k), [&](int64_t c0, int64_t c1) {
-    t->linear(xp, wp, bp, yp, m, n, k, c0 * 4, std::min(n, c1 * 4));
+  return linear_columns(x, m, n, k, [&](float* yp, int64_t c0, int64_t c1) {
+    t->linear(xp, wp, bp, yp, m, n, k, c0, c1);
   });
-  return y;
 }
 
 torch::Tensor linear_bf16(const torch::Tensor& x, const torch::Tensor& w_bf16, const torch::Tensor& b) {
   const auto fn = kernels::best_linear_bf16();
   if (!fn || !usable({&x, &b}) || !w_bf16.defined() || w_bf16.scalar_type() != torch::kBFloat16) return {};
-  if (!w_bf16.device().is_cpu() || w_bf16.dim() != 2 || !w_bf16.is_contiguous() || x.size(-1) != w_bf16.size(1))
-    return {};
-  const int64_t k = w_bf16.size(1), n = w_bf16.size(0);
-  if (k % 32 != 0 || (b.defined() && (!b.is_contiguous() || b.numel() != n))) return {};
-  const int64_t m = x.numel() / std::max<int64_t>(1, k);
-  if (m == 0 || m > kMaxLinearRows) return {};
+  if (!w_bf16.device().is_cpu() || w_bf16.dim() != 2 || w_bf16.size(1) % 32 != 0) return {};
+  const int64_t m = linear_rows(x, w_bf16, b);
+  if (m == 0) return {};
+  const int64_t n = w_bf16.size(0), k = w_bf16.size(1);
   const auto xb = x.to(torch::kBFloat16).contiguous();  // [..., K] rounded to nearest even, as torch::linear's input
-  auto sizes = x.sizes().vec();
-  sizes.back() = n;
-  auto y = torch::empty(sizes, x.options());             // [..., N] fp32
   const auto* xp = reinterpret_cast<const uint16_t*>(xb.data_ptr<at::BFloat16>());
   const auto* wp = reinterpret_cast<const uint16_t*>(w_bf16.data_ptr<at::BFloat16>());
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-  float* yp = y.data_ptr<float>();
-  parallel(0, (n + 3) / 4, grain(4 * m * k), [&](int64_t c0, int64_t c1) {
-    fn(xp, wp, bp, yp, m, n, k, c0 * 4, std::min(n, c1 * 4));
+  return linear_columns(x, m, n, k, [&](float* yp, int64_t c0, int64_t c1) {
+    fn(xp, wp, bp, yp, m, n, k, c0, c1);                // [..., N] fp32
   });
-  return y;
 }
 
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& a, const torch::Tensor& b, double eps) {
@@ -204,6 +211,7 @@ torch::Tensor cross_attention(const torch::Tensor& q, const torch::Tensor& keys,
 
 torch::Tensor pack_memory_keys(const torch::Tensor& keys) {
   TORCH_CHECK(keys.dim() == 3, "pack_memory_keys: keys [h,M,dk], got ", keys.sizes());
+  if (!kernels::best_table()) return {};  // no kernel would read them: no second copy of the keys
   const int64_t h = keys.size(0), m = keys.size(1), dk = keys.size(2);
   const int64_t panels = kernels::memory_padded_slots(m) / kernels::kMemoryPanel;
   auto padded = torch::zeros({h, panels * kernels::kMemoryPanel, dk}, keys.options());

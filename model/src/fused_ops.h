@@ -31,7 +31,7 @@ torch::Tensor self_attention(const torch::Tensor& q, const torch::Tensor& keys, 
 torch::Tensor cross_attention(const torch::Tensor& q, const torch::Tensor& keys, const torch::Tensor& values,
                               int64_t rows_per_study, torch::Tensor* probabilities);
 // The memory's keys [h,M,dk] packed for memory_read: [h, ceil(M/P), dk, P] (cpu_kernels.h, kMemoryPanel).
-// Once per loaded model, beside the keys themselves.
+// Once per loaded model, beside the keys themselves; undefined on a CPU without the kernels.
 torch::Tensor pack_memory_keys(const torch::Tensor& keys);
 // The memory read: q [R, h*dk] (already projected) against the packed keys and the values [h,M,dk]
 // (contiguous): per head the top-k slots, softmax over them, their values -> [R, h*dk]
