@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cmn/model/r2gencmn.h"
+#include "replica_impl.h"
 #include "stable_tokens.h"
 
 namespace cmn::engine {
@@ -19,7 +20,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// [layers,T,S] on any device -> TokenAttention on the CPU.
+}  // namespace
+
 TokenAttention to_token_attention(const torch::Tensor& t) {
   TokenAttention a;
   if (!t.defined()) return a;
@@ -31,12 +33,35 @@ TokenAttention to_token_attention(const torch::Tensor& t) {
   return a;
 }
 
-}  // namespace
+struct Replica::Impl : ReplicaImpl {};
 
-struct Replica::Impl {
-  torch::Device device{torch::kCPU};
-  model::R2GenCMN network{nullptr};
-};
+absl::StatusOr<torch::Tensor> pack_images(const std::vector<const std::vector<preprocessing::FloatImage>*>& studies,
+                                          int64_t views) {
+  const auto& first = studies.front()->empty() ? preprocessing::FloatImage{} : studies.front()->front();
+  const int64_t h = first.height, w = first.width;
+  auto images = torch::empty({static_cast<int64_t>(studies.size()), views, 3, h, w});  // [B,V,3,H,W] on the CPU
+  for (size_t s = 0; s < studies.size(); ++s) {
+    const auto& study = *studies[s];
+    if (static_cast<int64_t>(study.size()) != views) {
+      return absl::InvalidArgumentError(absl::StrCat("study ", s, " has ", study.size(),
+                                                     " images but the model takes ", views));
+    }
+    for (int64_t v = 0; v < views; ++v) {
+      const auto& image = study[static_cast<size_t>(v)];
+      if (image.channels != 3 || image.height != h || image.width != w || h <= 0 || w <= 0 ||
+          image.data.size() != static_cast<size_t>(3 * h * w)) {
+        return absl::InvalidArgumentError(absl::StrCat("study ", s, " view ", v, " is ", image.channels, "x",
+                                                       image.height, "x", image.width, " (", image.data.size(),
+                                                       " values) but the batch takes 3x", h, "x", w));
+      }
+      std::memcpy(images[static_cast<int64_t>(s)][v].data_ptr<float>(), image.data.data(),
+                  image.data.size() * sizeof(float));
+    }
+  }
+  return images;
+}
+
+ReplicaImpl& Replica::internals() { return *impl_; }
 
 Replica::Replica(std::shared_ptr<const Model> model, std::unique_ptr<Impl> impl)
     : model_(std::move(model)), impl_(std::move(impl)) {}
@@ -98,28 +123,11 @@ absl::StatusOr<BatchResult> Replica::run(const std::vector<std::vector<preproces
                                          const model::DecodingOptions& decoding, const std::vector<StudyOptions>& options,
                                          StepObserver* observer) {
   if (studies.empty()) return BatchResult{};
-  const int64_t views = model_->config().effective_views();
-  const auto& first = studies.front().empty() ? preprocessing::FloatImage{} : studies.front().front();
-  const int64_t h = first.height, w = first.width;
-  auto images = torch::empty({static_cast<int64_t>(studies.size()), views, 3, h, w});  // [B,V,3,H,W] on the CPU
-  for (size_t s = 0; s < studies.size(); ++s) {
-    if (static_cast<int64_t>(studies[s].size()) != views) {
-      return absl::InvalidArgumentError(absl::StrCat("study ", s, " has ", studies[s].size(),
-                                                     " images but the model takes ", views));
-    }
-    for (int64_t v = 0; v < views; ++v) {
-      const auto& image = studies[s][static_cast<size_t>(v)];
-      if (image.channels != 3 || image.height != h || image.width != w || h <= 0 || w <= 0 ||
-          image.data.size() != static_cast<size_t>(3 * h * w)) {
-        return absl::InvalidArgumentError(absl::StrCat("study ", s, " view ", v, " is ", image.channels, "x",
-                                                       image.height, "x", image.width, " (", image.data.size(),
-                                                       " values) but the batch takes 3x", h, "x", w));
-      }
-      std::memcpy(images[static_cast<int64_t>(s)][v].data_ptr<float>(), image.data.data(),
-                  image.data.size() * sizeof(float));
-    }
-  }
-  return run(images, decoding, options, observer);
+  std::vector<const std::vector<preprocessing::FloatImage>*> views_of;
+  for (const auto& study : studies) views_of.push_back(&study);
+  auto images = pack_images(views_of, model_->config().effective_views());
+  if (!images.ok()) return images.status();
+  return run(*images, decoding, options, observer);
 }
 
 absl::StatusOr<BatchResult> Replica::run(const at::Tensor& images, const model::DecodingOptions& decoding,

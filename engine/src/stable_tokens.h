@@ -1,8 +1,10 @@
 #pragma once
-// A StepModel between the search and the network that (1) asks the StepObserver before every step whether the
-// batch is still wanted, and (2) follows every row through select_rows so that the tokens all hypotheses that
-// can still win agree on (the common prefix of the live rows and of the finished ones) are reported as they
-// settle, for the studies that asked for progress.
+// Tokens that became certain while a study decodes: the common prefix of its live rows and of the rows that
+// already ended (no end token), reported as it grows, for the studies that asked for progress.
+//   StableTokens         one study, fed the tokens its rows read and the rows each step keeps (the in-flight
+//                        loop, engine/src/flight.cc, drives one per study);
+//   ObservedStepModel    a StepModel between a batch search and the network that (1) asks the StepObserver before
+//                        every step whether the batch is still wanted and (2) drives a StableTokens per study.
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -17,6 +19,25 @@ namespace cmn::engine {
 // Thrown out of the search when the observer stops the batch; caught by Replica::run.
 struct BatchStopped {};
 
+class StableTokens {
+ public:
+  // Before a step: tokens[r] is what row r reads (bos = 0 at the study's first step).
+  void follow(const int64_t* tokens, size_t rows, bool first_step);
+  // After it: row r of the next step continues row parents[r] of this one.
+  void select(const int64_t* parents, size_t rows);
+  // The stable tokens when they grew since the last call that returned true; `new_from`: where the new ones start.
+  bool grew(std::vector<int64_t>* stable, size_t* new_from);
+
+ private:
+  struct Row {
+    std::vector<int64_t> ids;  // tokens after bos, up to (not including) the end token
+    bool finished = false;     // fed the end token
+  };
+  std::vector<Row> rows_;
+  std::optional<std::vector<int64_t>> finished_lcp_;
+  size_t published_ = 0;
+};
+
 class ObservedStepModel : public model::StepModel {
  public:
   // progress[s]: study s wants StepObserver::on_stable_tokens. observer may be null (then this only counts).
@@ -27,21 +48,12 @@ class ObservedStepModel : public model::StepModel {
   void select_rows(const torch::Tensor& rows, int64_t rows_per_study) override;
 
  private:
-  struct Row {
-    std::vector<int64_t> ids;  // tokens after bos, up to (not including) the end token
-    bool finished = false;     // fed the end token
-  };
-  void follow(const torch::Tensor& tokens);
-  void publish();
-
   model::StepModel& inner_;
   StepObserver* observer_;
   std::vector<bool> progress_;
   bool track_ = false;
-  std::vector<Row> rows_;
+  std::vector<StableTokens> studies_;
   int64_t rows_per_study_ = 1;
-  std::vector<std::optional<std::vector<int64_t>>> finished_lcp_;  // per study
-  std::vector<size_t> published_;                                  // per study: stable tokens reported
   int64_t steps_ = 0;
 };
 

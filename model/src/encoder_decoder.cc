@@ -140,14 +140,45 @@ DecoderCache BaseCMNImpl::start_decoding(const torch::Tensor& memory, bool keep_
 }
 
 torch::Tensor BaseCMNImpl::decode_step(const torch::Tensor& tokens, DecoderCache& cache) {
+  return decode_step(tokens, std::vector<DecoderCache*>{&cache});
+}
+
+namespace {
+
+// Runs `each(cache, first row, rows)` for every cache and puts the [rows, ...] results one after another.
+template <typename Each>
+torch::Tensor per_cache(const std::vector<DecoderCache*>& caches, Each&& each) {
+  if (caches.size() == 1) return each(*caches.front(), int64_t{0}, caches.front()->studies * caches.front()->rows_per_study);
+  std::vector<torch::Tensor> parts;
+  parts.reserve(caches.size());
+  int64_t first = 0;
+  for (DecoderCache* c : caches) {
+    const int64_t rows = c->studies * c->rows_per_study;
+    parts.push_back(each(*c, first, rows));
+    first += rows;
+  }
+  return torch::cat(parts);
+}
+
+}  // namespace
+
+torch::Tensor BaseCMNImpl::decode_step(const torch::Tensor& tokens, const std::vector<DecoderCache*>& caches) {
+  TORCH_CHECK(!caches.empty(), "decode_step: no decoder cache");
   const int64_t n = tokens.size(0);
-  const int64_t b = cache.studies, r = cache.rows_per_study;
-  TORCH_CHECK(n == b * r, "decode_step: ", n, " tokens for ", b, " studies x ", r, " rows");
+  int64_t rows_in_caches = 0;
+  for (const DecoderCache* c : caches) rows_in_caches += c->studies * c->rows_per_study;
+  TORCH_CHECK(n == rows_in_caches, "decode_step: ", n, " tokens for ", rows_in_caches, " rows of ", caches.size(),
+              " decoder caches");
   const int64_t d = config_.d_model, h = config_.num_heads, dk = d / h;
   const double scale = std::sqrt(static_cast<double>(dk));
 
-  // Only the new token: its embedding, position and memory response (the reference recomputes all t).
-  auto x = embed_tokens(tokens.view({n, 1}), cache.length);    // [N,1,d]
+  // Only the new token: its embedding, its position (each cache's own length) and memory response (the
+  // reference recomputes all t).
+  auto x = model->tgt_tokens().forward(tokens.view({n, 1}));                 // [N,1,d]  lut * sqrt(d)
+  x = per_cache(caches, [&](DecoderCache& c, int64_t first, int64_t rows) {
+    return model->tgt_position().forward(x.narrow(0, first, rows), c.length);  // [rows,1,d]
+  });
+  x = x + cmn(x, memory_keys_values());                                       // [N,1,d]
 
   for (size_t l = 0; l < model->decoder->layers->size(); ++l) {
     auto& layer = model->decoder_layer(l);
@@ -157,58 +188,63 @@ torch::Tensor BaseCMNImpl::decode_step(const torch::Tensor& tokens, DecoderCache
       auto q = attn.split_heads(attn.linears.q(y));             // [N,h,1,dk]
       auto k = attn.split_heads(attn.linears.k(y));             // [N,h,1,dk]
       auto v = attn.split_heads(attn.linears.v(y));             // [N,h,1,dk]
-      const int64_t t = cache.length;
-      auto& ck = cache.self_k[l];
-      auto& cv = cache.self_v[l];
-      if (!ck.defined() || ck.size(2) <= t) {  // first step, or full: double the capacity
-        const int64_t capacity = std::max<int64_t>(64, 2 * (t + 1));
-        auto grow = [&](const torch::Tensor& old) {
-          auto fresh = torch::empty({n, h, capacity, dk}, k.options());
-          if (old.defined() && t > 0) fresh.narrow(2, 0, t).copy_(old.narrow(2, 0, t));
-          return fresh;
-        };
-        ck = grow(ck);
-        cv = grow(cv);
-        cache.spare_k[l] = torch::Tensor();  // re-made at the new capacity when next needed
-        cache.spare_v[l] = torch::Tensor();
-      }
-      ck.narrow(2, t, 1).copy_(k);
-      cv.narrow(2, t, 1).copy_(v);
-      // Fused (CPU fp32): per row and head, scores, softmax and sum in one pass, heads side by side [N,d].
-      if (auto o = fused::self_attention(q, ck, cv, t + 1, h); o.defined()) {
-        x = x + attn.linears.out(o.view({n, 1, d}));
-      } else {
-        auto keys = ck.narrow(2, 0, t + 1);                     // [N,h,t+1,dk] (a view)
+      auto o = per_cache(caches, [&](DecoderCache& c, int64_t first, int64_t rows) {
+        const int64_t t = c.length;
+        auto& ck = c.self_k[l];
+        auto& cv = c.self_v[l];
+        if (!ck.defined() || ck.size(2) <= t) {  // first step, or full: double the capacity
+          const int64_t capacity = std::max<int64_t>(64, 2 * (t + 1));
+          auto grow = [&](const torch::Tensor& old) {
+            auto fresh = torch::empty({rows, h, capacity, dk}, k.options());
+            if (old.defined() && t > 0) fresh.narrow(2, 0, t).copy_(old.narrow(2, 0, t));
+            return fresh;
+          };
+          ck = grow(ck);
+          cv = grow(cv);
+          c.spare_k[l] = torch::Tensor();  // re-made at the new capacity when next needed
+          c.spare_v[l] = torch::Tensor();
+        }
+        ck.narrow(2, t, 1).copy_(k.narrow(0, first, rows));
+        cv.narrow(2, t, 1).copy_(v.narrow(0, first, rows));
+        const auto q_rows = q.narrow(0, first, rows);           // [rows,h,1,dk]
+        // Fused (CPU fp32): per row and head, scores, softmax and sum in one pass, heads side by side [rows,d].
+        if (auto fused_o = fused::self_attention(q_rows, ck, cv, t + 1, h); fused_o.defined()) {
+          return fused_o.view({rows, 1, d});
+        }
+        auto keys = ck.narrow(2, 0, t + 1);                     // [rows,h,t+1,dk] (a view)
         auto values = cv.narrow(2, 0, t + 1);
-        auto p = torch::softmax(torch::matmul(q, keys.transpose(-2, -1)) / scale, -1);  // [N,h,1,t+1]
-        auto o_heads = torch::matmul(p, values);                // [N,h,1,dk]
-        x = x + attn.linears.out(o_heads.transpose(1, 2).reshape({n, 1, d}));
-      }
+        auto p = torch::softmax(torch::matmul(q_rows, keys.transpose(-2, -1)) / scale, -1);  // [rows,h,1,t+1]
+        return torch::matmul(p, values).transpose(1, 2).reshape({rows, 1, d});  // [rows,1,d]
+      });
+      x = x + attn.linears.out(o);                              // [N,1,d]
     }
     {  // cross-attention: the r rows of a study share its image keys/values, so they go in as r queries
       auto& attn = *layer.src_attn;
       auto y = layer.sub(1)->norm(x);
-      auto q_rows = attn.linears.q(y);                          // [N,1,d]
-      torch::Tensor kept;
-      if (auto o = fused::cross_attention(q_rows, cache.cross_k[l], cache.cross_v[l], r,
-                                          cache.keep_attention ? &kept : nullptr);
-          o.defined()) {
-        if (cache.keep_attention) cache.cross_attention[l] = kept;  // [N,h,S]
-        x = x + attn.linears.out(o.view({n, 1, d}));
-      } else {
+      auto q_all = attn.linears.q(y);                           // [N,1,d]
+      auto o = per_cache(caches, [&](DecoderCache& c, int64_t first, int64_t rows) {
+        const int64_t b = c.studies, r = c.rows_per_study;
+        const auto q_rows = q_all.narrow(0, first, rows);       // [rows,1,d]
+        torch::Tensor kept;
+        if (auto fused_o = fused::cross_attention(q_rows, c.cross_k[l], c.cross_v[l], r,
+                                                  c.keep_attention ? &kept : nullptr);
+            fused_o.defined()) {
+          if (c.keep_attention) c.cross_attention[l] = kept;  // [rows,h,S]
+          return fused_o.view({rows, 1, d});
+        }
         auto q = q_rows.view({b, r, h, dk}).permute({0, 2, 1, 3});  // [B,h,r,dk]
-        auto p = torch::softmax(torch::matmul(q, cache.cross_k[l].transpose(-2, -1)) / scale, -1);  // [B,h,r,S]
-        if (cache.keep_attention) cache.cross_attention[l] = p.permute({0, 2, 1, 3}).reshape({n, h, -1});
-        auto o_heads = torch::matmul(p, cache.cross_v[l]);      // [B,h,r,dk]
-        x = x + attn.linears.out(o_heads.permute({0, 2, 1, 3}).reshape({n, 1, d}));
-      }
+        auto p = torch::softmax(torch::matmul(q, c.cross_k[l].transpose(-2, -1)) / scale, -1);  // [B,h,r,S]
+        if (c.keep_attention) c.cross_attention[l] = p.permute({0, 2, 1, 3}).reshape({rows, h, -1});
+        return torch::matmul(p, c.cross_v[l]).permute({0, 2, 1, 3}).reshape({rows, 1, d});  // [rows,1,d]
+      });
+      x = x + attn.linears.out(o);                              // [N,1,d]
     }
     {  // feed-forward
       x = x + layer.feed_forward(layer.sub(2)->norm(x));
     }
   }
   x = model->decoder->norm(x);                                  // [N,1,d]
-  ++cache.length;
+  for (DecoderCache* c : caches) ++c->length;
   return torch::log_softmax(logit(x.squeeze(1)), -1);           // [N,V+1]
 }
 

@@ -8,6 +8,7 @@
 #include <torch/cuda.h>
 
 #include "cmn/model/checkpoint.h"
+#include "cmn/model/runtime.h"
 
 namespace cmn::model {
 
@@ -55,18 +56,7 @@ PassResult R2GenCMNImpl::infer_features(const torch::Tensor& att, const Decoding
   result.encode_s = seconds_since(start, result.memory);
   start = Clock::now();
   // at::set_num_threads sets the calling thread's OpenMP team size (and LibTorch's pool): restored on the way out.
-  struct ThreadsFor {
-    int before = 0;
-    explicit ThreadsFor(int n) {
-      if (n > 0 && n != at::get_num_threads()) {
-        before = at::get_num_threads();
-        at::set_num_threads(n);
-      }
-    }
-    ~ThreadsFor() {
-      if (before > 0) at::set_num_threads(before);
-    }
-  } decode_threads(hooks.decode_threads);
+  ScopedThreads decode_threads(hooks.decode_threads);
   CmnStepModel decoder(*encoder_decoder, result.memory);
   if (hooks.wrap_decoder) {
     auto wrapped = hooks.wrap_decoder(decoder);

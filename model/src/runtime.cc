@@ -106,4 +106,15 @@ int cpu_budget() {
 
 void set_threads(int n) { at::set_num_threads(n > 0 ? n : cpu_budget()); }
 
+ScopedThreads::ScopedThreads(int n) {
+  if (n > 0 && n != at::get_num_threads()) {
+    before_ = at::get_num_threads();
+    at::set_num_threads(n);
+  }
+}
+
+ScopedThreads::~ScopedThreads() {
+  if (before_ > 0) at::set_num_threads(before_);
+}
+
 }  // namespace cmn::model

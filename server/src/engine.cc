@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "cmn/engine/flight.h"
 #include "cmn/server/metrics.h"
 
 namespace cmn::server {
@@ -17,7 +18,6 @@ using Clock = std::chrono::steady_clock;
 struct Engine::Job {
   std::vector<preprocessing::FloatImage> images;  // the model's V views, each [3,H,W]
   model::DecodingOptions decoding;
-  std::string batch_key;            // jobs with equal non-empty keys may share a batch; "" = alone
   Clock::time_point enqueued;
   Clock::time_point deadline = Clock::time_point::max();
   bool wants_progress = false;
@@ -25,6 +25,10 @@ struct Engine::Job {
   Priority priority = Priority::kRoutine;
   std::shared_ptr<engine::Replica> replica;  // never null once queued
   std::atomic<bool> abandoned{false};  // the caller returned (cancelled, deadline, write failed)
+  // Set by the worker alone once the study joined the decode loop.
+  int64_t flight_key = -1;
+  Clock::time_point joined;
+  double visual_s = 0, encode_s = 0;  // of the studies that joined with it
 
   std::mutex mutex;                 // guards what follows
   std::condition_variable changed;
@@ -60,42 +64,7 @@ absl::Status gone_status(const Engine::Job& job) {
   return absl::CancelledError("cancelled by the client");
 }
 
-// Decoding settings that may share a decode loop. Sampling draws from one generator per loop, so a sampled
-// study would depend on its batch partners: it always runs alone.
-std::string batch_key(const model::DecodingOptions& d) {
-  if (d.method == model::DecodingMethod::kSample) return "";
-  return absl::StrCat(model::method_name(d.method), "|", d.beam_size, "|", d.max_length, "|", d.temperature, "|", d.block_trigrams,
-                      "|", d.length_penalty, "|", d.early_stop);
-}
-
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// Steers a batch from the replica's thread: stops it when no study of it is wanted any more (deadline passed,
-// cancelled), and hands certain tokens to the studies that stream.
-class BatchObserver : public engine::StepObserver {
- public:
-  BatchObserver(const std::vector<std::shared_ptr<Engine::Job>>& jobs, const std::function<void(int64_t)>& hook)
-      : jobs_(jobs), hook_(hook) {}
-
-  bool keep_going(int64_t steps_done) override {
-    if (hook_) hook_(steps_done);
-    return !all_gone(jobs_);
-  }
-
-  void on_stable_tokens(size_t study, const std::vector<int64_t>& stable, size_t new_from,
-                        int64_t steps_done) override {
-    if (jobs_[study]->abandoned.load()) return;
-    JobProgress progress;
-    progress.stable_ids = stable;
-    progress.new_from = new_from;
-    progress.step = steps_done;
-    jobs_[study]->push_progress(std::move(progress));
-  }
-
- private:
-  const std::vector<std::shared_ptr<Engine::Job>>& jobs_;
-  const std::function<void(int64_t)> hook_;  // a copy: the engine's may be replaced while this batch runs
-};
 
 }  // namespace
 
@@ -163,7 +132,6 @@ absl::StatusOr<JobResult> Engine::run(const Slot& slot, std::vector<preprocessin
   auto job = std::make_shared<Job>();
   job->images = std::move(images);
   job->decoding = decoding;
-  job->batch_key = batch_key(decoding);
   job->deadline = control.deadline;
   job->wants_progress = static_cast<bool>(control.on_progress);
   job->attention = control.attention;
@@ -252,14 +220,10 @@ std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<st
     if (queue_.empty()) return {};  // stopping, nothing left
 
     const std::shared_ptr<Job> first = queue_.front();
-    auto fits = [&](const std::shared_ptr<Job>& j) {
-      return j == first ||
-             (!first->batch_key.empty() && j->batch_key == first->batch_key && j->replica == first->replica);
-    };
+    auto fits = [&](const std::shared_ptr<Job>& j) { return j->replica == first->replica; };
     auto compatible = [&] { return static_cast<size_t>(std::count_if(queue_.begin(), queue_.end(), fits)); };
     // Wait for batch partners, at most max_queue_delay_ms after the oldest study arrived; a STAT study does not.
-    if (!first->batch_key.empty() && max_batch > 1 && options_.max_queue_delay_ms > 0 && !flushing_ &&
-        first->priority != Priority::kStat) {
+    if (max_batch > 1 && options_.max_queue_delay_ms > 0 && !flushing_ && first->priority != Priority::kStat) {
       const auto until = first->enqueued + std::chrono::milliseconds(options_.max_queue_delay_ms);
       work_ready_.wait_until(lock, until, [&] {
         return stopping_ || flushing_ || first->abandoned.load() || compatible() >= max_batch ||
@@ -291,68 +255,156 @@ std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<st
   }
 }
 
+std::vector<std::shared_ptr<Engine::Job>> Engine::joiners_locked(const std::shared_ptr<engine::Replica>& replica,
+                                                                  size_t room) {
+  std::vector<std::shared_ptr<Job>> joining;
+  std::vector<std::shared_ptr<Job>> dropped;
+  const auto now = Clock::now();
+  for (auto it = queue_.begin(); it != queue_.end() && joining.size() < room;) {
+    const auto& j = *it;
+    if (j->gone(now)) {
+      dropped.push_back(j);
+      it = queue_.erase(it);
+      continue;
+    }
+    // First come, first served: a study for another replica (a hot reload) is older than the ones behind it, so
+    // nobody joins past it; the loop drains and that study starts the next one.
+    if (j->replica != replica) break;
+    joining.push_back(j);
+    it = queue_.erase(it);
+  }
+  publish_queue_depth_locked();
+  for (const auto& j : dropped) j->finish(gone_status(*j));
+  return joining;
+}
+
 void Engine::worker_loop() {
+  std::unique_ptr<engine::Flight> flight;
+  std::function<void(int64_t)> hook;        // the step hook of the current decode loop
+  std::vector<std::shared_ptr<Job>> live;   // studies in the decode loop
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
-    auto batch = next_batch(lock);
-    if (batch.empty()) return;
+    std::vector<std::shared_ptr<Job>> joining;
+    if (live.empty()) {
+      flight.reset();
+      joining = next_batch(lock);  // waits for work (and for batch partners, up to max_queue_delay_ms)
+      if (joining.empty()) return;
+    } else {
+      const size_t room = static_cast<size_t>(options_.max_batch_size) - std::min(live.size(), static_cast<size_t>(options_.max_batch_size));
+      joining = joiners_locked(flight->replica(), room);
+    }
     lock.unlock();
-    run_batch(batch);
+    if (!flight) {
+      flight = std::make_unique<engine::Flight>(joining.front()->replica);
+      std::lock_guard<std::mutex> hook_lock(step_hook_mutex_);
+      hook = step_hook_;
+    }
+    if (!joining.empty()) join(*flight, joining, hook, &live);
+    if (!live.empty()) step(*flight, hook, &live);
     lock.lock();
   }
 }
 
-void Engine::run_batch(const std::vector<std::shared_ptr<Job>>& batch) {
+void Engine::join(engine::Flight& flight, const std::vector<std::shared_ptr<Job>>& joining,
+                  const std::function<void(int64_t)>& hook, std::vector<std::shared_ptr<Job>>* live) {
   const auto start = Clock::now();
-  std::vector<std::vector<preprocessing::FloatImage>> studies;
-  std::vector<engine::StudyOptions> wants;
-  studies.reserve(batch.size());
-  for (const auto& j : batch) {
-    studies.push_back(j->images);
-    wants.push_back({j->attention, j->wants_progress});
-  }
-  std::function<void(int64_t)> hook;
-  {
-    std::lock_guard<std::mutex> lock(step_hook_mutex_);
-    hook = step_hook_;
-  }
-  BatchObserver observer(batch, hook);
-  auto ran = batch.front()->replica->run(studies, batch.front()->decoding, wants, &observer);
-  if (!ran.ok()) {
-    if (ran.status().code() == absl::StatusCode::kCancelled) {  // the observer stopped it: nobody wants it
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        ++stats_.abandoned_batches;
-      }
-      if (metrics_ != nullptr) metrics_->count_abandoned_batch();
-      for (const auto& j : batch) j->finish(gone_status(*j));
-      return;
+  std::vector<engine::FlightStudy> studies;
+  studies.reserve(joining.size());
+  for (const auto& j : joining) studies.push_back({std::move(j->images), j->decoding, {j->attention, j->wants_progress}});
+  // Between its visual stage and its encoder: the test seam, then whether anybody still wants these studies.
+  auto joined = flight.join(studies, [&] {
+    if (hook) hook(flight.steps());
+    return !all_gone(joining);
+  });
+  if (!joined.ok()) {
+    const bool stopped = joined.status().code() == absl::StatusCode::kCancelled;
+    for (const auto& j : joining) {
+      if (stopped) count_abandoned();
+      j->finish(stopped ? gone_status(*j) : joined.status());
     }
-    for (const auto& j : batch) j->finish(ran.status());
     return;
   }
-  JobResult shared;
-  shared.batch_size = static_cast<int>(batch.size());
-  shared.visual_s = ran->visual_s;
-  shared.encode_s = ran->encode_s;
-  shared.decode_s = ran->decode_s + ran->attention_s;
-  shared.decode_steps = ran->steps;
-  if (metrics_ != nullptr) {
-    metrics_->observe_stage("visual", shared.visual_s);
-    metrics_->observe_stage("encode", shared.encode_s);
-    metrics_->observe_stage("decode", shared.decode_s);
-    metrics_->observe_batch(shared.batch_size, shared.decode_steps);
+  for (size_t i = 0; i < joining.size(); ++i) {
+    const auto& j = joining[i];
+    j->flight_key = joined->keys[i];
+    j->joined = start;
+    j->visual_s = joined->visual_s;
+    j->encode_s = joined->encode_s;
+    if (metrics_ != nullptr) metrics_->observe_stage("queue", seconds(start - j->enqueued));
+    live->push_back(j);
   }
+  if (metrics_ != nullptr) {
+    metrics_->observe_stage("visual", joined->visual_s);
+    metrics_->observe_stage("encode", joined->encode_s);
+  }
+}
+
+void Engine::count_abandoned() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    ++stats_.batches;
+    ++stats_.abandoned;
   }
-  for (size_t i = 0; i < batch.size(); ++i) {
-    JobResult r = shared;
-    r.queue_s = seconds(start - batch[i]->enqueued);
-    if (metrics_ != nullptr) metrics_->observe_stage("queue", r.queue_s);
-    r.hypothesis = std::move(ran->studies[i]);
-    batch[i]->finish(std::move(r));
+  if (metrics_ != nullptr) metrics_->count_abandoned_study();
+}
+
+void Engine::drop_gone(engine::Flight& flight, std::vector<std::shared_ptr<Job>>* live) {
+  const auto now = Clock::now();
+  auto kept = live->begin();
+  for (auto& j : *live) {
+    if (!j->gone(now)) {
+      *kept++ = std::move(j);
+      continue;
+    }
+    flight.leave(j->flight_key);
+    count_abandoned();
+    j->finish(gone_status(*j));
+  }
+  live->erase(kept, live->end());
+}
+
+void Engine::step(engine::Flight& flight, const std::function<void(int64_t)>& hook,
+                  std::vector<std::shared_ptr<Job>>* live) {
+  if (hook) hook(flight.steps());
+  drop_gone(flight, live);  // between steps: a study nobody wants any more leaves the loop
+  if (live->empty()) return;
+  auto find = [&](int64_t key) -> std::shared_ptr<Job> {
+    for (const auto& j : *live) {
+      if (j->flight_key == key) return j;
+    }
+    return nullptr;
+  };
+  auto finished = flight.step([&](int64_t key, const std::vector<int64_t>& stable, size_t new_from, int64_t steps) {
+    const auto job = find(key);
+    if (job == nullptr || job->abandoned.load()) return;
+    job->push_progress({stable, new_from, steps});
+  });
+  if (!finished.ok()) {  // the model failed: every study of the loop has left it
+    for (const auto& j : *live) j->finish(finished.status());
+    live->clear();
+    return;
+  }
+  if (metrics_ != nullptr) metrics_->count_decode_steps(1);
+  for (auto& done : *finished) {
+    const auto job = find(done.key);
+    if (job == nullptr) continue;  // cannot happen: every key of the loop is a live job's
+    live->erase(std::find(live->begin(), live->end(), job));
+    JobResult r;
+    r.queue_s = seconds(job->joined - job->enqueued);
+    r.visual_s = job->visual_s;
+    r.encode_s = job->encode_s;
+    r.decode_s = done.decode_s + done.attention_s;
+    r.batch_size = done.most_partners;
+    r.decode_steps = done.steps;
+    r.hypothesis = std::move(done.study);
+    if (metrics_ != nullptr) {
+      metrics_->observe_stage("decode", r.decode_s);
+      metrics_->observe_batch(r.batch_size);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.decoded;
+    }
+    job->finish(std::move(r));
   }
 }
 

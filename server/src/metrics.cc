@@ -94,15 +94,19 @@ void Metrics::observe_stage(const std::string& stage, double seconds) {
   stage_seconds_.try_emplace(stage, latency_bounds()).first->second.observe(seconds);
 }
 
-void Metrics::observe_batch(int size, int64_t decode_steps) {
+void Metrics::observe_batch(int size) {
   std::lock_guard<std::mutex> lock(mutex_);
   batch_size_.observe(size);
-  decode_steps_ += static_cast<uint64_t>(decode_steps);
 }
 
-void Metrics::count_abandoned_batch() {
+void Metrics::count_decode_steps(int64_t steps) {
   std::lock_guard<std::mutex> lock(mutex_);
-  ++abandoned_batches_;
+  decode_steps_ += static_cast<uint64_t>(steps);
+}
+
+void Metrics::count_abandoned_study() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++abandoned_studies_;
 }
 
 void Metrics::set_queue_depth(int64_t depth) {
@@ -136,17 +140,18 @@ std::string Metrics::render() const {
     h.render("cmn_request_duration_seconds", absl::StrCat("method=\"", escape_label(method), "\""), &out);
   }
   header("cmn_stage_duration_seconds", "histogram",
-         "Time per pipeline stage: queue and preprocess per request, visual/encode/decode per batch.", &out);
+         "Time per pipeline stage: queue, preprocess and decode per request, visual/encode per group joining the decode loop.", &out);
   for (const auto& [stage, h] : stage_seconds_) {
     h.render("cmn_stage_duration_seconds", absl::StrCat("stage=\"", escape_label(stage), "\""), &out);
   }
-  header("cmn_batch_size", "histogram", "Studies per model batch.", &out);
+  header("cmn_batch_size", "histogram",
+         "Per decoded study: the most studies that shared a decoder step with it, itself included.", &out);
   batch_size_.render("cmn_batch_size", "", &out);
-  header("cmn_decode_steps_total", "counter", "Decoder steps run, all batches.", &out);
+  header("cmn_decode_steps_total", "counter", "Decoder steps run, each over every study in the decode loop.", &out);
   absl::StrAppend(&out, "cmn_decode_steps_total ", decode_steps_, "\n");
-  header("cmn_batches_abandoned_total", "counter",
-         "Batches stopped before the end because every study in them was cancelled or past its deadline.", &out);
-  absl::StrAppend(&out, "cmn_batches_abandoned_total ", abandoned_batches_, "\n");
+  header("cmn_studies_abandoned_total", "counter",
+         "Studies dropped before their end because they were cancelled or past their deadline.", &out);
+  absl::StrAppend(&out, "cmn_studies_abandoned_total ", abandoned_studies_, "\n");
   header("cmn_queue_depth", "gauge", "Requests waiting for the model worker.", &out);
   absl::StrAppend(&out, "cmn_queue_depth ", queue_depth_, "\n");
   header("cmn_requests_in_flight", "gauge", "Admitted requests: preprocessing, waiting or decoding.", &out);

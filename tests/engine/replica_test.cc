@@ -15,55 +15,12 @@
 #include <torch/torch.h>
 
 #include "cmn/model/runtime.h"
-#include "cmn/pipeline/model_loader.h"
-#include "cmn/preprocessing/image_pipeline.h"
+#include "engine_test_util.h"
 
 namespace cmn::engine {
 namespace {
 
-std::string shared(const std::string& relative) { return std::string(CMN_SHARED_DIR) + "/" + relative; }
-
-// The R2GenCMN model of the parity fixtures (4 views), through the one loader.
-const std::shared_ptr<const Model>& parity_model() {
-  static const std::shared_ptr<const Model> model = [] {
-    model::set_threads(1);
-    pipeline::ModelSource source;
-    source.r2gencmn = shared("parity/dev/model.pth");
-    source.args = shared("parity/dev/config.json");
-    source.annotation = shared("data/iu_xray/annotation.json");
-    auto loaded = pipeline::load_model(source);
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    return loaded.ok() ? loaded->model : nullptr;
-  }();
-  return model;
-}
-
-// The fixture's two studies as preprocessing gives them (4 views each).
-std::vector<std::vector<preprocessing::FloatImage>> fixture_studies() {
-  std::vector<std::vector<preprocessing::FloatImage>> studies(2);
-  for (int s = 0; s < 2; ++s) {
-    for (int v = 0; v < 4; ++v) {
-      auto image = preprocessing::load_model_input(
-          shared("parity/dev/images/study" + std::to_string(s) + "_view" + std::to_string(v) + ".png"));
-      EXPECT_TRUE(image.ok()) << image.status();
-      studies[static_cast<size_t>(s)].push_back(image.ok() ? std::move(*image) : preprocessing::FloatImage{});
-    }
-  }
-  return studies;
-}
-
-model::DecodingOptions beam(int64_t beam_size, int64_t max_length) {
-  model::DecodingOptions d;
-  d.beam_size = beam_size;
-  d.max_length = max_length;
-  return d;
-}
-
-std::unique_ptr<Replica> cpu_replica() {
-  auto replica = Replica::create(parity_model(), "cpu");
-  EXPECT_TRUE(replica.ok()) << replica.status();
-  return replica.ok() ? std::move(*replica) : nullptr;
-}
+using namespace cmn::engine::testing;  // NOLINT: test helpers
 
 TEST(ReplicaTest, AStudysTokensDoNotDependOnItsBatchPartners) {
   auto replica = cpu_replica();
@@ -119,7 +76,9 @@ TEST(ReplicaTest, ObserverSeesEveryStepAndStreamedTokensEndAsTheReport) {
   for (int64_t t = 0; t < result->steps; ++t) EXPECT_EQ(recorder.calls[static_cast<size_t>(t) + 1], t);
   // Only study 0 asked for progress; what it was told is a prefix of its report (all of it when it ended).
   ASSERT_GE(recorder.stable_by_study.size(), 1u);
-  if (recorder.stable_by_study.size() > 1) EXPECT_TRUE(recorder.stable_by_study[1].empty());
+  if (recorder.stable_by_study.size() > 1) {
+    EXPECT_TRUE(recorder.stable_by_study[1].empty());
+  }
   std::vector<int64_t> ids = result->studies[0].ids;
   if (!ids.empty() && ids.back() == 0) ids.pop_back();
   const auto& streamed = recorder.stable_by_study[0];

@@ -49,9 +49,8 @@ TEST(EngineTest, ConcurrentCallsAllSucceed) {
   auto config = test_config(untrained_bundle_dir());
   auto s = start_server(config, untrained_model());
   ASSERT_TRUE(s.server);
-  // The first batch is held before its first step until four studies wait behind it, so some of them must
-  // share a batch however fast this machine decodes (two decoding settings: four waiting studies hold two of
-  // one setting, or the first batch already had two).
+  // The first study is held after its visual stage until four studies wait behind it: they join its decode
+  // loop at its first step however fast this machine decodes.
   std::atomic<bool> first_batch{true};
   s.server->engine().set_step_hook([&](int64_t steps_done) {
     if (steps_done != 0 || !first_batch.exchange(false)) return;
@@ -68,7 +67,7 @@ TEST(EngineTest, ConcurrentCallsAllSucceed) {
     max_batch = std::max(max_batch, results[i].second.timings().batch_size());
   }
   EXPECT_EQ(request_count(*s.server, "GenerateReport", "OK"), 8);
-  EXPECT_GT(max_batch, 1) << "8 concurrent calls never shared a batch";
+  EXPECT_GT(max_batch, 1) << "8 concurrent calls never shared a decoder step";
   EXPECT_EQ(s.server->engine().pending(), 0);
 }
 
@@ -280,8 +279,8 @@ TEST(EngineTest, CancelledCallFreesItsSlotAndStopsItsDecode) {
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(wait_until([&] { return request_count(*s.server, "StreamReport", "CANCELLED") == 1; }));
   // The worker stopped the decode between two steps instead of running the 100 greedy steps.
-  EXPECT_TRUE(wait_until([&] { return s.server->engine().stats().abandoned_batches == 1; }));
-  EXPECT_EQ(s.server->engine().stats().batches, 0);
+  EXPECT_TRUE(wait_until([&] { return s.server->engine().stats().abandoned == 1; }));
+  EXPECT_EQ(s.server->engine().stats().decoded, 0);
 
   // The only slot is free again, and the worker is free for the next study: it is decoded to the end.
   grpc::ClientContext context;
@@ -289,29 +288,57 @@ TEST(EngineTest, CancelledCallFreesItsSlotAndStopsItsDecode) {
   const grpc::Status status = s.stub->GenerateReport(
       &context, make_request({chest("CR-MONO1-10-chest_implicitLE_nometa.dcm")}, 4), &response);
   ASSERT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
-  EXPECT_EQ(s.server->engine().stats().batches, 1);
+  EXPECT_EQ(s.server->engine().stats().decoded, 1);
   EXPECT_EQ(s.server->engine().pending(), 0);
 }
 
-// The engine directly: only studies with equal decoding settings share a batch; sampling runs alone.
-TEST(EngineTest, BatchesOnlyStudiesWithEqualDecodingSettings) {
-  const auto& served = untrained_model();
+// Decodes each study alone (a loop of one) on its own engine.
+std::vector<JobResult> decode_alone(const std::vector<std::vector<preprocessing::FloatImage>>& studies,
+                                    const std::vector<model::DecodingOptions>& settings) {
   EngineOptions options;
-  options.max_batch_size = 8;
-  options.max_queue_delay_ms = 5;
+  options.max_batch_size = 1;
   Metrics metrics;
-  Engine engine(replica_of(served), options, &metrics);
-  const auto images = noise_views(2, 3);
+  Engine engine(replica_of(untrained_model()), options, &metrics);
+  std::vector<JobResult> out;
+  for (size_t i = 0; i < settings.size(); ++i) {
+    auto slot = engine.admit();
+    EXPECT_TRUE(slot.ok());
+    auto r = engine.run(*slot, studies[i], settings[i], JobControl{});
+    EXPECT_TRUE(r.ok()) << i << ": " << r.status();
+    out.push_back(r.ok() ? *r : JobResult{});
+    EXPECT_EQ(out.back().batch_size, 1);
+  }
+  return out;
+}
+
+// The engine directly: studies with different decoding settings (beam sizes, lengths, greedy, sampled) share
+// the decode loop, each at its own step, and each gets exactly the tokens it gets alone.
+TEST(EngineTest, StudiesWithDifferentSettingsShareTheLoopAndDecodeAsAlone) {
   model::DecodingOptions a;
-  a.max_length = 3;
+  a.max_length = 5;
   model::DecodingOptions b = a;
-  b.max_length = 4;
+  b.max_length = 7;
+  b.beam_size = 2;
+  model::DecodingOptions greedy = a;
+  greedy.beam_size = 1;
+  greedy.block_trigrams = true;
+  greedy.max_length = 9;
   model::DecodingOptions sampled = a;
   sampled.method = model::DecodingMethod::kSample;
   sampled.beam_size = 1;
-  const std::vector<model::DecodingOptions> settings = {a, b, a, sampled, b};
-  // A first study of other settings keeps the worker at its first step until all five wait in the queue, so
-  // the batches are formed from the same queue however the threads are scheduled (no batching window raced).
+  sampled.seed = 7;
+  sampled.temperature = 0.7;
+  const std::vector<model::DecodingOptions> settings = {a, b, greedy, sampled, a};
+  std::vector<std::vector<preprocessing::FloatImage>> studies;
+  for (size_t i = 0; i < settings.size(); ++i) studies.push_back(noise_views(2, 10 + static_cast<unsigned>(i)));
+  const auto alone = decode_alone(studies, settings);
+
+  EngineOptions options;
+  options.max_batch_size = 8;
+  Metrics metrics;
+  Engine engine(replica_of(untrained_model()), options, &metrics);
+  // A first study keeps the worker after its visual stage until all five wait, so they join its loop together
+  // at its first step however the threads are scheduled.
   model::DecodingOptions blocker = a;
   blocker.max_length = 2;
   Latch blocking;
@@ -324,7 +351,7 @@ TEST(EngineTest, BatchesOnlyStudiesWithEqualDecodingSettings) {
   std::thread first([&] {
     auto slot = engine.admit();
     ASSERT_TRUE(slot.ok());
-    EXPECT_TRUE(engine.run(*slot, images, blocker, JobControl{}).ok());
+    EXPECT_TRUE(engine.run(*slot, noise_views(2, 3), blocker, JobControl{}).ok());
   });
   ASSERT_TRUE(blocking.wait());
   std::vector<absl::StatusOr<JobResult>> results(settings.size(), absl::UnknownError("not run"));
@@ -333,19 +360,77 @@ TEST(EngineTest, BatchesOnlyStudiesWithEqualDecodingSettings) {
     threads.emplace_back([&, i] {
       auto slot = engine.admit();
       ASSERT_TRUE(slot.ok());
-      results[i] = engine.run(*slot, images, settings[i], JobControl{});
+      results[i] = engine.run(*slot, studies[i], settings[i], JobControl{});
     });
   }
   for (auto& t : threads) t.join();
   first.join();
-  const std::vector<int> expected = {2, 2, 2, 1, 2};
   for (size_t i = 0; i < settings.size(); ++i) {
     ASSERT_TRUE(results[i].ok()) << results[i].status();
-    EXPECT_EQ(results[i]->batch_size, expected[i]) << i;
+    EXPECT_GE(results[i]->batch_size, static_cast<int>(settings.size())) << i << ": the five decoded side by side";
+    EXPECT_EQ(results[i]->hypothesis.ids, alone[i].hypothesis.ids) << i;
+    EXPECT_EQ(results[i]->hypothesis.token_log_probs, alone[i].hypothesis.token_log_probs) << i;
+    EXPECT_EQ(results[i]->decode_steps, alone[i].decode_steps) << i;
   }
-  EXPECT_EQ(results[0]->hypothesis.ids, results[2]->hypothesis.ids);
   EXPECT_EQ(engine.pending(), 0);
   EXPECT_EQ(engine.queued(), 0);
+}
+
+// In-flight batching: a study that arrives while another decodes joins the running loop between two of its
+// steps, and is answered as soon as it is done, while the long decode goes on; both get their tokens alone.
+TEST(EngineTest, StudyArrivingMidDecodeJoinsAndLeavesBeforeTheLongOne) {
+  model::DecodingOptions long_run;
+  long_run.max_length = 30;
+  long_run.early_stop = false;  // all 30 steps, whatever the untrained model's tokens
+  model::DecodingOptions short_run;
+  short_run.max_length = 3;
+  const std::vector<std::vector<preprocessing::FloatImage>> studies = {noise_views(2, 21), noise_views(2, 22)};
+  const auto alone = decode_alone(studies, {long_run, short_run});
+  ASSERT_EQ(alone[0].decode_steps, 30);
+
+  EngineOptions options;
+  options.max_batch_size = 4;
+  options.max_queue_delay_ms = 0;
+  Metrics metrics;
+  Engine engine(replica_of(untrained_model()), options, &metrics);
+  // The long decode waits before its 5th step until the short study is queued, and before its 20th until the
+  // short study's call has returned: had the short study waited for the long one's end, it never would.
+  Latch at_five, short_answered;
+  std::atomic<bool> short_before_long_end{false};
+  std::atomic<bool> waited{false};
+  engine.set_step_hook([&](int64_t steps_done) {
+    if (steps_done == 5 && !waited.exchange(true)) {  // (the short study's join calls the hook at 5 too)
+      at_five.open();
+      wait_until([&] { return engine.queued() == 1; });
+    }
+    if (steps_done == 20) short_before_long_end = short_answered.wait();
+  });
+  absl::StatusOr<JobResult> long_result = absl::UnknownError("not run");
+  std::thread long_call([&] {
+    auto slot = engine.admit();
+    ASSERT_TRUE(slot.ok());
+    long_result = engine.run(*slot, studies[0], long_run, JobControl{});
+  });
+  ASSERT_TRUE(at_five.wait());
+  absl::StatusOr<JobResult> short_result = absl::UnknownError("not run");
+  {
+    auto slot = engine.admit();
+    ASSERT_TRUE(slot.ok());
+    short_result = engine.run(*slot, studies[1], short_run, JobControl{});
+  }
+  short_answered.open();
+  long_call.join();
+  ASSERT_TRUE(short_result.ok()) << short_result.status();
+  ASSERT_TRUE(long_result.ok()) << long_result.status();
+  EXPECT_TRUE(short_before_long_end.load());
+  EXPECT_EQ(short_result->batch_size, 2);
+  EXPECT_EQ(long_result->batch_size, 2);
+  EXPECT_EQ(short_result->hypothesis.ids, alone[1].hypothesis.ids);
+  EXPECT_EQ(short_result->hypothesis.token_log_probs, alone[1].hypothesis.token_log_probs);
+  EXPECT_EQ(long_result->hypothesis.ids, alone[0].hypothesis.ids);
+  EXPECT_EQ(long_result->hypothesis.token_log_probs, alone[0].hypothesis.token_log_probs);
+  EXPECT_EQ(long_result->decode_steps, 30);
+  EXPECT_EQ(short_result->decode_steps, alone[1].decode_steps);
 }
 
 TEST(EngineTest, ExpiredStudyIsNotDecoded) {
@@ -360,7 +445,7 @@ TEST(EngineTest, ExpiredStudyIsNotDecoded) {
   model::DecodingOptions d;
   const auto result = engine.run(*slot, noise_views(2, 0), d, control);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_EQ(metrics.render().find("cmn_batch_size_count 1"), std::string::npos) << "no batch should have run";
+  EXPECT_EQ(metrics.render().find("cmn_batch_size_count 1"), std::string::npos) << "no study should have been decoded";
 }
 
 TEST(EngineTest, StopRefusesNewWork) {

@@ -22,8 +22,9 @@ TEST(MetricsTest, RendersCountersHistogramsGaugesAndModelInfo) {
   m.count_request("GenerateReport", "OK", 3.0);
   m.count_request("GenerateReport", "INVALID_ARGUMENT", 0.001);
   m.observe_stage("decode", 0.7);
-  m.observe_batch(3, 40);
-  m.count_abandoned_batch();
+  m.observe_batch(3);
+  m.count_decode_steps(40);
+  m.count_abandoned_study();
   m.set_queue_depth(2);
   m.set_in_flight(5);
   const std::string text = m.render();
@@ -38,7 +39,7 @@ TEST(MetricsTest, RendersCountersHistogramsGaugesAndModelInfo) {
   EXPECT_TRUE(has_line(text, "cmn_batch_size_bucket{le=\"3\"} 1")) << text;
   EXPECT_TRUE(has_line(text, "cmn_batch_size_bucket{le=\"2\"} 0")) << text;
   EXPECT_TRUE(has_line(text, "cmn_decode_steps_total 40")) << text;
-  EXPECT_TRUE(has_line(text, "cmn_batches_abandoned_total 1")) << text;
+  EXPECT_TRUE(has_line(text, "cmn_studies_abandoned_total 1")) << text;
   EXPECT_TRUE(has_line(text, "cmn_queue_depth 2")) << text;
   EXPECT_TRUE(has_line(text, "cmn_requests_in_flight 5")) << text;
   EXPECT_TRUE(has_line(
@@ -56,7 +57,9 @@ TEST(MetricsTest, ExpositionPassesPromtool) {
   m.set_model_info("cmn", "1", "sha256:00", true);
   m.count_request("GenerateReport", "OK", 1.5);
   m.count_request("StreamReport", "CANCELLED", 0.2);
-  m.observe_batch(2, 10);
+  m.observe_batch(2);
+  m.count_decode_steps(10);
+  m.count_abandoned_study();
   testing::ScopedDir dir("promtool");
   testing::write_bytes(dir.file("metrics.txt"), m.render());
   const std::string command = "promtool check metrics < " + dir.file("metrics.txt") + " > " + dir.file("out.txt") + " 2>&1";

@@ -280,17 +280,17 @@ TEST_F(ReportServiceTest, DeadlineDuringDecodingIsCountedAndFreesTheEngine) {
   // The server notices, gives up the decode and frees the slot (waits are bounds against hangs only).
   EXPECT_TRUE(wait_until([&] { return request_count(*s.server, "GenerateReport", "DEADLINE_EXCEEDED") == 1; }));
   EXPECT_TRUE(wait_until([&] { return s.server->engine().pending() == 0; }));
-  // The worker stopped decoding between two steps instead of running the 20 steps: the batch counts as
-  // abandoned, not decoded.
-  EXPECT_TRUE(wait_until([&] { return s.server->engine().stats().abandoned_batches == 1; }));
-  EXPECT_EQ(s.server->engine().stats().batches, 1) << "only the warm-up ran to the end";
-  // A new call is served, as a batch of its own decoded to the end.
+  // The worker dropped the study between two steps instead of running the 20 steps: it counts as abandoned,
+  // not decoded.
+  EXPECT_TRUE(wait_until([&] { return s.server->engine().stats().abandoned == 1; }));
+  EXPECT_EQ(s.server->engine().stats().decoded, 1) << "only the warm-up ran to the end";
+  // A new call is served, alone in the decode loop, to the end.
   grpc::ClientContext next;
   v1::GenerateReportResponse after;
   ASSERT_TRUE(s.stub->GenerateReport(&next, make_request({chest("CR-MONO1-10-chest_implicitLE_nometa.dcm")}, 2), &after).ok());
   EXPECT_EQ(after.timings().batch_size(), 1);
-  EXPECT_EQ(s.server->engine().stats().batches, 2);
-  EXPECT_EQ(s.server->engine().stats().abandoned_batches, 1);
+  EXPECT_EQ(s.server->engine().stats().decoded, 2);
+  EXPECT_EQ(s.server->engine().stats().abandoned, 1);
   // Counted, never logged as an error.
   for (const auto& [severity, line] : logs.lines()) {
     if (line.find("DEADLINE_EXCEEDED") != std::string::npos) {

@@ -26,6 +26,8 @@ class Tensor;  // the replica's tensor entry takes LibTorch tensors; its other c
 
 namespace cmn::engine {
 
+struct ReplicaImpl;  // engine/src/replica_impl.h
+
 // The decoder's cross-attention (src_attn) for the chosen hypothesis, heads averaged, in the decoding pass's own
 // numbers: values[l][t][s] (row-major [layers, tokens, patches]), row t = the step that produced token t (the
 // final end token's step left out). Patch s = view * 49 + y * 7 + x.
@@ -93,8 +95,10 @@ class Replica {
                                   const std::vector<StudyOptions>& options = {}, StepObserver* observer = nullptr);
 
  private:
+  friend class Flight;  // the in-flight decode loop (flight.h) runs on the replica's network
   struct Impl;
   Replica(std::shared_ptr<const Model> model, std::unique_ptr<Impl> impl);
+  ReplicaImpl& internals();
   std::shared_ptr<const Model> model_;
   std::unique_ptr<Impl> impl_;
   int decode_threads_ = 0;

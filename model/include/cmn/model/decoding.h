@@ -3,6 +3,7 @@
 // step interface so they can be tested with scripted log-probabilities and reused by the server's batcher.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,31 @@ class StepModel {
   // keep rows `rows` [B*rows_per_study] (indices into the current rows; grouped by study)
   virtual void select_rows(const torch::Tensor& rows, int64_t rows_per_study) = 0;
 };
+
+// One study's search, advanced one decoder step at a time: the unit of in-flight batching, where studies join a
+// running decode loop between its steps and leave it as soon as they finish. Each study's state is its own (a
+// sampled study draws from its own generator seeded with DecodingOptions::seed), so its tokens do not depend on
+// which studies share its steps. beam_search() runs one BeamSearch per study of a batch.
+class StudySearch {
+ public:
+  virtual ~StudySearch() = default;
+  // The token each of the study's decoder rows reads at the next step (bos = 0 at the first; rows = size).
+  virtual const std::vector<int64_t>& tokens() const = 0;
+  // After advance(): the row (index into the previous step's rows) each of tokens()'s rows continues, i.e. the
+  // select_rows argument for this study's decoder cache.
+  virtual const std::vector<int64_t>& parents() const = 0;
+  // step_output: what the decoder gave for tokens() [rows, V] (decode_step's log-probs, any device).
+  virtual void advance(const torch::Tensor& step_output) = 0;
+  // Nothing later can change best(): max_length steps ran, or every hypothesis ended (greedy / sample), or no
+  // live beam can beat the best finished one (beam search with early_stop and no length penalty).
+  virtual bool finished() const = 0;
+  virtual int64_t steps() const = 0;  // advance() calls so far
+  virtual Hypothesis best() const = 0;  // once finished()
+};
+
+// BeamSearch when beam_size > 1 and method is beam_search or greedy (as decode()), else greedy / sampling.
+// Throws c10::Error naming the field when an option is out of range.
+std::unique_ptr<StudySearch> start_search(const DecodingOptions& options);
 
 // The reference's beam search (group size 1): candidates sorted by summed log-prob; a beam that emits eos is
 // recorded and keeps its slot with -1000 added; at max_length every beam is recorded; the result is the

@@ -82,6 +82,11 @@ class BaseCMNImpl : public torch::nn::Module {
   DecoderCache start_decoding(const torch::Tensor& memory, bool keep_attention = false);
   // tokens [N] (N = B * rows_per_study) -> log-probs [N,V+1] of the next token
   torch::Tensor decode_step(const torch::Tensor& tokens, DecoderCache& cache);
+  // One step over several caches side by side, each at its own length and with its own rows (in-flight
+  // batching: studies that joined at different steps). tokens [N] = each cache's rows in turn
+  // (N = sum of studies * rows_per_study) -> log-probs [N,V+1]. Row-wise work (embeddings, projections, memory
+  // reads, feed-forward, logits) runs once over all N rows; attention runs per cache over its own keys.
+  torch::Tensor decode_step(const torch::Tensor& tokens, const std::vector<DecoderCache*>& caches);
   // Keeps rows `rows` [N'] (indices into the current rows, grouped by study, N' = B * rows_per_study).
   static void select_rows(DecoderCache& cache, const torch::Tensor& rows, int64_t rows_per_study);
 

@@ -29,4 +29,18 @@ int cpus_from_cgroup_cpu_max(const std::string& line);
 // Sets LibTorch's intra-op threads (Debian's build defaults to 1); n <= 0 = cpu_budget().
 void set_threads(int n);
 
+// The calling thread's intra-op threads (at::set_num_threads: its OpenMP team size) set to n for a scope and
+// restored after it; n <= 0, or the count already set, changes nothing. A decode step is ~100 small ops that
+// gain little from threads and lose much when a thread loses its core (PassHooks::decode_threads).
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int n);
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int before_ = 0;
+};
+
 }  // namespace cmn::model

@@ -1,21 +1,22 @@
 #pragma once
 // The serving scheduler: a bounded set of admitted requests, a queue (STAT before routine, FIFO within each), and
-// one worker thread that forms
-// batches of waiting studies and hands them to an engine::Replica (as CTranslate2's ReplicaPool + batcher: one
-// replica, one thread calling it). It knows nothing of the model's internals and includes no LibTorch header:
-// studies go in as preprocessing images, reports come back as ids; model errors arrive as absl::Status.
+// one worker thread that runs an in-flight decode loop (engine::Flight) on an engine::Replica (as CTranslate2's
+// ReplicaPool: one replica, one thread calling it). It knows nothing of the model's internals and includes no
+// LibTorch header: studies go in as preprocessing images, reports come back as ids; model errors arrive as
+// absl::Status.
 //
 //   handler thread                         worker thread
 //   admit()  -> Slot (or RESOURCE_EXHAUSTED at once)
 //   DICOM -> images (outside the engine)
-//   run(images, decoding, control) ---->   waits up to max_queue_delay_ms for up to max_batch_size studies with
-//     waits; forwards progress;            the same decoding settings, then Replica::run on the batch
-//     polls cancellation / deadline        (visual -> encoder -> decode loop, all studies' beams together).
-//   <- result or DEADLINE_EXCEEDED /       Between decode steps it checks every study's deadline and
-//      CANCELLED (slot freed at once)      abandonment; when every study of the batch is gone it stops.
+//   run(images, decoding, control) ---->   loop empty: waits up to max_queue_delay_ms for up to max_batch_size
+//     waits; forwards progress;            studies, then they join the loop together (visual stage, encoder).
+//     polls cancellation / deadline        Loop running: waiting studies join it between two steps, up to
+//   <- result or DEADLINE_EXCEEDED /       max_batch_size live, each at its own step with its own decoding
+//      CANCELLED (slot freed at once)      settings; a study leaves the moment it finishes (its result goes
+//                                          out then), or between steps once its deadline passed or its caller
+//                                          went away.
 //
-// A study decoded in a batch gets the same tokens as decoded alone: rows never interact and beam search's
-// early stop does not change any study's result (model/decoding.h).
+// A study decoded beside others gets the same tokens as decoded alone (engine/flight.h).
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -32,6 +33,10 @@
 #include "cmn/preprocessing/image_pipeline.h"
 #include "cmn/server/config.h"
 
+namespace cmn::engine {
+class Flight;
+}
+
 namespace cmn::server {
 
 class Metrics;
@@ -42,10 +47,11 @@ struct JobResult {
   // decoder's cross-attention for the chosen hypothesis (engine::TokenAttention: [layers, T, V*49], row t = the
   // step that produced ids[t], the final end token's step left out).
   engine::StudyResult hypothesis;
-  double queue_s = 0;             // enqueued -> its batch started
-  double visual_s = 0, encode_s = 0, decode_s = 0;  // of its batch
-  int batch_size = 1;             // studies in its batch
-  int64_t decode_steps = 0;       // decoder steps its batch ran
+  double queue_s = 0;             // enqueued -> it joined the decode loop
+  double visual_s = 0, encode_s = 0;  // of the studies that joined the loop with it
+  double decode_s = 0;            // its first decoder step to its last, attention maps included
+  int batch_size = 1;             // most studies in one decoder step with it (itself included)
+  int64_t decode_steps = 0;       // decoder steps it ran
 };
 
 // Tokens that became certain (see cmn.v1.ReportProgress), delivered on the caller's thread.
@@ -59,7 +65,7 @@ struct JobProgress {
 enum class Priority { kRoutine, kStat };
 
 struct JobControl {
-  // The call's deadline; DEADLINE_EXCEEDED once it passes (checked before the batch and between steps).
+  // The call's deadline; DEADLINE_EXCEEDED once it passes (checked before it joins the decode loop and between steps).
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   // Polled by the waiting caller every few milliseconds: true = the client went away (CANCELLED).
   std::function<bool()> cancelled;
@@ -67,12 +73,12 @@ struct JobControl {
   // Empty = no progress tracking.
   std::function<bool(const JobProgress&)> on_progress;
   // Capture JobResult::hypothesis.attention in the same pass (the replica replays only the decoder over the
-  // batch's kept encoder memory, one row for this study).
+  // study's kept encoder memory).
   bool attention = false;
-  // STAT: queued ahead of every routine study and started without waiting for batch partners.
+  // STAT: queued ahead of every routine study; it starts an empty loop without waiting for partners.
   Priority priority = Priority::kRoutine;
   // The replica that decodes this study (the model the caller will read the ids with): after a hot reload, calls
-  // that started before it finish on the old replica. Studies share a batch only with studies of the same
+  // that started before it finish on the old replica. Studies share the decode loop only with studies of the same
   // replica. Null: the engine's own (the one it was made with).
   std::shared_ptr<engine::Replica> replica;
 };
@@ -106,7 +112,7 @@ class Engine {
   absl::StatusOr<Slot> admit(Priority priority = Priority::kRoutine);
 
   // Queues one study (the model's V views in slot order, each [3,H,W]) and blocks until it is decoded, its
-  // deadline passes, or it is cancelled. A model failure fails its batch (INTERNAL). The slot proves admission.
+  // deadline passes, or it is cancelled. A model failure fails every study of the decode loop (INTERNAL). The slot proves admission.
   absl::StatusOr<JobResult> run(const Slot& slot, std::vector<preprocessing::FloatImage> images,
                                 const model::DecodingOptions& decoding, const JobControl& control);
 
@@ -114,16 +120,17 @@ class Engine {
   // last study that named it is done).
   void set_replica(std::shared_ptr<engine::Replica> replica);
 
-  // Test seam: called on the worker thread after a batch's visual stage and before each decoder step
-  // (steps_done = steps run so far), before the engine checks whether the batch is still wanted. Tests hold a
-  // decode here (a latch) instead of guessing how long it takes. Safe while the worker runs; a batch keeps the
-  // hook it started with, so a new one takes effect from the next batch.
+  // Test seam: called on the worker thread after the visual stage of the studies joining the decode loop and
+  // before each decoder step (steps_done = steps the loop ran since it was last empty), before the engine checks
+  // whether its studies are still wanted. Tests hold a decode here (a latch) instead of guessing how long it
+  // takes. Safe while the worker runs; a loop keeps the hook it started with, so a new one takes effect once
+  // the loop has drained.
   void set_step_hook(std::function<void(int64_t steps_done)> hook);
 
   // Finishes the queued and running studies, then stops the worker. Later admits get UNAVAILABLE.
   void stop();
 
-  // From now on batches start without waiting for partners (max_queue_delay_ms): a draining server finishes
+  // From now on an empty loop starts without waiting for partners (max_queue_delay_ms): a draining server finishes
   // its queued studies at once instead of sitting out their batching windows. Admission is unchanged.
   void flush_batches();
 
@@ -131,8 +138,8 @@ class Engine {
   int64_t queued() const;   // waiting for the worker
 
   struct Stats {
-    int64_t batches = 0;            // batches decoded to the end
-    int64_t abandoned_batches = 0;  // batches stopped early because no study of theirs was wanted any more
+    int64_t decoded = 0;    // studies decoded to the end
+    int64_t abandoned = 0;  // studies dropped before their end: cancelled or past their deadline
   };
   Stats stats() const;
 
@@ -141,14 +148,21 @@ class Engine {
  private:
   void release_slot();
   void worker_loop();
+  // The studies that start an empty decode loop (after the batching window); empty when stopping.
   std::vector<std::shared_ptr<Job>> next_batch(std::unique_lock<std::mutex>& lock);
-  void run_batch(const std::vector<std::shared_ptr<Job>>& batch);
+  // Up to `room` waiting studies for a running loop on `replica`.
+  std::vector<std::shared_ptr<Job>> joiners_locked(const std::shared_ptr<engine::Replica>& replica, size_t room);
+  void join(engine::Flight& flight, const std::vector<std::shared_ptr<Job>>& joining,
+            const std::function<void(int64_t)>& hook, std::vector<std::shared_ptr<Job>>* live);
+  void step(engine::Flight& flight, const std::function<void(int64_t)>& hook, std::vector<std::shared_ptr<Job>>* live);
+  void drop_gone(engine::Flight& flight, std::vector<std::shared_ptr<Job>>* live);
+  void count_abandoned();
   void withdraw(const std::shared_ptr<Job>& job);
   void publish_queue_depth_locked();
 
   std::shared_ptr<engine::Replica> replica_;  // guarded by mutex_
   EngineOptions options_;
-  std::mutex step_hook_mutex_;             // set_step_hook from a test thread, read by the worker per batch
+  std::mutex step_hook_mutex_;             // set_step_hook from a test thread, read by the worker per decode loop
   std::function<void(int64_t)> step_hook_;  // guarded by step_hook_mutex_
   Metrics* metrics_;
 

@@ -6,9 +6,10 @@
 //   cmn_requests_total{method,code}                 counter    finished RPCs by gRPC status name
 //   cmn_request_duration_seconds{method}            histogram  whole call inside the server
 //   cmn_stage_duration_seconds{stage}               histogram  queue | preprocess | visual | encode | decode
-//   cmn_batch_size                                  histogram  studies per model batch
-//   cmn_decode_steps_total                          counter    decoder steps run (batches decoded to the end)
-//   cmn_batches_abandoned_total                     counter    batches stopped early: every study cancelled/expired
+//   cmn_batch_size                                  histogram  per decoded study: most studies in one decoder step
+//                                                              with it (itself included)
+//   cmn_decode_steps_total                          counter    decoder steps run (each over every live study)
+//   cmn_studies_abandoned_total                     counter    studies dropped before their end: cancelled/expired
 //   cmn_queue_depth                                 gauge      requests waiting for the model worker
 //   cmn_requests_in_flight                          gauge      admitted requests (preprocessing, waiting, decoding)
 //   cmn_model_info{name,version,digest,untrained}   gauge      always 1: the loaded model's identity
@@ -40,8 +41,9 @@ class Metrics {
 
   void count_request(const std::string& method, const std::string& code, double seconds);
   void observe_stage(const std::string& stage, double seconds);
-  void observe_batch(int size, int64_t decode_steps);
-  void count_abandoned_batch();
+  void observe_batch(int size);  // a decoded study: the most studies that shared a decoder step with it
+  void count_decode_steps(int64_t steps);
+  void count_abandoned_study();
   void set_queue_depth(int64_t depth);
   void set_in_flight(int64_t count);
   void set_model_info(const std::string& name, const std::string& version, const std::string& digest,
@@ -60,7 +62,7 @@ class Metrics {
   std::map<std::string, Histogram> stage_seconds_;                     // stage -> latency
   Histogram batch_size_;
   uint64_t decode_steps_ = 0;
-  uint64_t abandoned_batches_ = 0;
+  uint64_t abandoned_studies_ = 0;
   int64_t queue_depth_ = 0;
   int64_t in_flight_ = 0;
   std::string model_labels_;  // rendered labels of cmn_model_info, "" before set_model_info
