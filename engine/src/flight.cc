@@ -40,7 +40,7 @@ struct Flight::Study {
 };
 
 Flight::Flight(std::shared_ptr<Replica> replica) : replica_(std::move(replica)) {}
-Flight::~Flight() = default;
+Flight::~Flight() = default;  // decode_threads_ restores the thread count
 
 size_t Flight::live() const { return live_.size(); }
 
@@ -64,6 +64,7 @@ absl::StatusOr<FlightJoin> Flight::join(const std::vector<FlightStudy>& studies,
   ReplicaImpl& replica = replica_->internals();
   auto& network = *replica.network;
   try {
+    decode_threads_.reset();  // the trunk and the encoder take the replica's threads
     c10::InferenceMode guard;
     at::init_num_threads();  // the calling thread's OpenMP team takes the size set with at::set_num_threads
     auto start = Clock::now();
@@ -106,7 +107,7 @@ absl::StatusOr<std::vector<FlightResult>> Flight::step(const StableTokensFn& on_
   try {
     c10::InferenceMode guard;
     at::init_num_threads();
-    model::ScopedThreads threads(replica_->decode_threads());
+    if (decode_threads_ == nullptr) decode_threads_ = std::make_unique<model::ScopedThreads>(replica_->decode_threads());
     // Every live study's rows one after another: rows[i] of them for study i.
     std::vector<int64_t> tokens;
     std::vector<int64_t> rows;

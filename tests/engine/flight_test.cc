@@ -7,6 +7,7 @@
 #include <map>
 #include <vector>
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include "engine_test_util.h"
@@ -133,6 +134,30 @@ TEST(FlightTest, ProgressAndAttentionAreTheReplicasForThatStudy) {
     ASSERT_NEAR(r.study.attention.values[i], expected.attention.values[i], 1e-5) << i;
   }
   EXPECT_TRUE(results.at(0).first.study.attention.empty()) << "the other study did not ask";
+}
+
+// The decode loop runs on Replica::decode_threads from its first step until a join (whose trunk takes the
+// replica's threads), and the count is restored when the flight ends: not switched twice a step.
+TEST(FlightTest, DecodeThreadsHoldBetweenJoinsAndAreRestoredAfterwards) {
+  std::shared_ptr<Replica> replica = cpu_replica();
+  ASSERT_NE(replica, nullptr);
+  const auto studies = fixture_studies();
+  const int before = at::get_num_threads();
+  const int decode = before + 1;
+  replica->set_decode_threads(decode);
+  const StudyResult expected = alone(*replica, studies[0], beam(3, 12));
+  {
+    Flight flight(replica);
+    ASSERT_TRUE(flight.join({{studies[0], beam(3, 12), {}}}).ok());
+    EXPECT_EQ(at::get_num_threads(), before);
+    ASSERT_TRUE(flight.step().ok());
+    EXPECT_EQ(at::get_num_threads(), decode) << "kept between steps";
+    ASSERT_TRUE(flight.join({{studies[1], beam(3, 12), {}}}).ok());
+    EXPECT_EQ(at::get_num_threads(), before) << "the join's trunk ran on the replica's threads";
+    const auto results = run_to_end(flight);
+    EXPECT_EQ(results.at(0).first.study.ids, expected.ids);
+  }
+  EXPECT_EQ(at::get_num_threads(), before);
 }
 
 TEST(FlightTest, BadStudiesAreInvalidArgumentAndJoinNothing) {

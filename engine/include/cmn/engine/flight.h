@@ -25,6 +25,10 @@
 #include "cmn/model/decoding_options.h"
 #include "cmn/preprocessing/image_pipeline.h"
 
+namespace cmn::model {
+class ScopedThreads;
+}
+
 namespace cmn::engine {
 
 struct FlightStudy {
@@ -79,6 +83,9 @@ class Flight {
   struct Study;
   std::shared_ptr<Replica> replica_;
   std::vector<std::unique_ptr<Study>> live_;
+  // The decode loop's threads (Replica::decode_threads), set at a step and kept until a join needs the trunk's
+  // threads: at::set_num_threads rebuilds LibTorch's thread pool, too costly to do twice a step.
+  std::unique_ptr<model::ScopedThreads> decode_threads_;
   int64_t next_key_ = 0;
   int64_t steps_ = 0;
 };
