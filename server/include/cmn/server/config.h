@@ -48,7 +48,7 @@ struct ModelOptions {
 
 // `engine:` the request queue and the in-flight decode loop of the single model worker.
 struct EngineOptions {
-  int max_batch_size = 4;        // studies decoding at once in the in-flight loop (others join between steps)
+  int max_batch_size = 8;        // studies decoding at once in the in-flight loop (others join between steps)
   int max_queue_delay_ms = 10;   // with the loop empty: how long the oldest waiting request waits for partners
   // STAT calls (cmn.v1.Priority) may be admitted past max_pending into this many more slots, so that a queue
   // full of routine work never refuses one.
