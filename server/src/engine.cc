@@ -290,8 +290,8 @@ void Engine::worker_loop() {
       joining = next_batch(lock);  // waits for work (and for batch partners, up to max_queue_delay_ms)
       if (joining.empty()) return;
     } else {
-      const size_t room = static_cast<size_t>(options_.max_batch_size) - std::min(live.size(), static_cast<size_t>(options_.max_batch_size));
-      joining = joiners_locked(flight->replica(), room);
+      const auto most = static_cast<size_t>(options_.max_batch_size);
+      joining = joiners_locked(flight->replica(), most - std::min(live.size(), most));
     }
     lock.unlock();
     if (!flight) {

@@ -79,6 +79,28 @@ TEST(FlightTest, StudiesJoiningMidDecodeGetWhatTheyGetAlone) {
   EXPECT_EQ(results.at(b->keys[1]).second, 4 + third.steps);
 }
 
+// A sampled study draws from its own generator (DecodingOptions::seed): joined mid-decode beside a beam search,
+// it samples what Replica::run samples for it alone.
+TEST(FlightTest, ASampledStudyDrawsWhatItDrawsAlone) {
+  std::shared_ptr<Replica> replica = cpu_replica();
+  ASSERT_NE(replica, nullptr);
+  const auto studies = fixture_studies();
+  model::DecodingOptions sampled = beam(1, 30);
+  sampled.method = model::DecodingMethod::kSample;
+  sampled.temperature = 0.8;
+  sampled.seed = 1234;
+  const StudyResult expected = alone(*replica, studies[0], sampled);
+  Flight flight(replica);
+  ASSERT_TRUE(flight.join({{studies[1], beam(3, 40), {}}}).ok());
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(flight.step().ok());
+  auto joined = flight.join({{studies[0], sampled, {}}});
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  const auto results = run_to_end(flight);
+  const auto& r = results.at(joined->keys[0]).first;
+  EXPECT_EQ(r.study.ids, expected.ids);
+  EXPECT_EQ(r.study.token_log_probs, expected.token_log_probs);
+}
+
 TEST(FlightTest, ALeavingStudyChangesNothingForTheOthers) {
   std::shared_ptr<Replica> replica = cpu_replica();
   ASSERT_NE(replica, nullptr);
