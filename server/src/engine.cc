@@ -256,20 +256,25 @@ std::vector<std::shared_ptr<Engine::Job>> Engine::next_batch(std::unique_lock<st
 }
 
 std::vector<std::shared_ptr<Engine::Job>> Engine::joiners_locked(const std::shared_ptr<engine::Replica>& replica,
-                                                                  size_t room) {
+                                                                  size_t live) {
   std::vector<std::shared_ptr<Job>> joining;
   std::vector<std::shared_ptr<Job>> dropped;
   const auto now = Clock::now();
-  for (auto it = queue_.begin(); it != queue_.end() && joining.size() < room;) {
+  const auto most = static_cast<size_t>(options_.max_batch_size);
+  // STAT studies (queued first) join even a full loop, up to stat_reserved_slots more: one does not wait for a
+  // routine study to finish.
+  const size_t most_with_stat = most + static_cast<size_t>(options_.stat_reserved_slots);
+  for (auto it = queue_.begin(); it != queue_.end();) {
     const auto& j = *it;
     if (j->gone(now)) {
       dropped.push_back(j);
       it = queue_.erase(it);
       continue;
     }
+    const size_t limit = j->priority == Priority::kStat ? most_with_stat : most;
     // First come, first served: a study for another replica (a hot reload) is older than the ones behind it, so
-    // nobody joins past it; the loop drains and that study starts the next one.
-    if (j->replica != replica) break;
+    // nobody joins past it; the loop drains and that study starts the next one. Nor past a study with no room.
+    if (j->replica != replica || live + joining.size() >= limit) break;
     joining.push_back(j);
     it = queue_.erase(it);
   }
@@ -290,8 +295,7 @@ void Engine::worker_loop() {
       joining = next_batch(lock);  // waits for work (and for batch partners, up to max_queue_delay_ms)
       if (joining.empty()) return;
     } else {
-      const auto most = static_cast<size_t>(options_.max_batch_size);
-      joining = joiners_locked(flight->replica(), most - std::min(live.size(), most));
+      joining = joiners_locked(flight->replica(), live.size());
     }
     lock.unlock();
     if (!flight) {

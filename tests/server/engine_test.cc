@@ -140,9 +140,10 @@ TEST(EngineTest, QueueFullIsResourceExhaustedAtOnce) {
 }
 
 // A STAT call sent while routine calls fill every slot is admitted (engine.stat_reserved_slots) and decoded
-// before the routine calls that were waiting ahead of it; routine calls keep their order. One study per batch;
-// the worker is held on the first batch until the queue is set up, and each later batch waits until the call
-// before it has been recorded, so the recorded order is the engine's order, not a race between handler threads.
+// before the routine calls that were waiting ahead of it (it joins the full loop beside the routine study being
+// decoded); routine calls keep their order. The worker is held after the first study's visual stage until the
+// queue is set up, and from then on waits, before each step and each join, until every call answered so far
+// has been recorded, so the recorded order is the engine's order, not a race between handler threads.
 TEST(EngineTest, StatCallIntoAFullQueueOfRoutineCallsIsAnsweredFirst) {
   auto config = test_config(untrained_bundle_dir());
   config.engine.max_batch_size = 1;
@@ -160,18 +161,12 @@ TEST(EngineTest, StatCallIntoAFullQueueOfRoutineCallsIsAnsweredFirst) {
   };
   Latch release;
   std::atomic<bool> holding{false};
-  std::atomic<int> zero_calls{0};
-  engine.set_step_hook([&](int64_t steps_done) {
-    if (steps_done != 0) return;
-    const int call = zero_calls++;  // two calls at step 0 per batch: after the visual stage and before step 0
-    if (call % 2 != 0) return;
-    const size_t batch = static_cast<size_t>(call / 2);
-    if (batch == 0) {
-      holding = true;
+  engine.set_step_hook([&](int64_t) {
+    if (!holding.exchange(true)) {
       release.wait();
-    } else {
-      wait_until([&] { return recorded() >= batch; });
+      return;
     }
+    wait_until([&] { return recorded() >= static_cast<size_t>(engine.stats().decoded); });
   });
 
   const std::string cr = chest("CR-MONO1-10-chest_implicitLE_nometa.dcm");
@@ -218,6 +213,54 @@ TEST(EngineTest, StatCallIntoAFullQueueOfRoutineCallsIsAnsweredFirst) {
   for (const auto& [id, status] : statuses) EXPECT_TRUE(status.ok()) << id << ": " << status.error_message();
   EXPECT_EQ(order, (std::vector<std::string>{"routine-1", "stat", "routine-2", "routine-3"}));
   EXPECT_EQ(engine.pending(), 0);
+}
+
+// A STAT study joins a decode loop that routine studies fill (engine.stat_reserved_slots more): it is answered
+// while the long routine study it joined is still decoding (held at its 20th step until then).
+TEST(EngineTest, StatStudyJoinsAFullLoop) {
+  EngineOptions options;
+  options.max_batch_size = 1;
+  options.stat_reserved_slots = 1;
+  options.max_queue_delay_ms = 0;
+  Metrics metrics;
+  Engine engine(replica_of(untrained_model()), options, &metrics);
+  model::DecodingOptions long_run;
+  long_run.max_length = 30;
+  long_run.early_stop = false;
+  model::DecodingOptions short_run;
+  short_run.max_length = 3;
+  Latch at_three, stat_answered;
+  std::atomic<bool> waited{false};
+  std::atomic<bool> stat_first{false};
+  engine.set_step_hook([&](int64_t steps_done) {
+    if (steps_done == 3 && !waited.exchange(true)) {
+      at_three.open();
+      wait_until([&] { return engine.queued() == 1; });
+    }
+    if (steps_done == 20) stat_first = stat_answered.wait();
+  });
+  absl::StatusOr<JobResult> routine = absl::UnknownError("not run");
+  std::thread routine_call([&] {
+    auto slot = engine.admit();
+    ASSERT_TRUE(slot.ok());
+    routine = engine.run(*slot, noise_views(2, 31), long_run, JobControl{});
+  });
+  ASSERT_TRUE(at_three.wait());
+  absl::StatusOr<JobResult> stat = absl::UnknownError("not run");
+  {
+    auto slot = engine.admit(Priority::kStat);
+    ASSERT_TRUE(slot.ok());
+    JobControl control;
+    control.priority = Priority::kStat;
+    stat = engine.run(*slot, noise_views(2, 32), short_run, control);
+  }
+  stat_answered.open();
+  routine_call.join();
+  ASSERT_TRUE(stat.ok()) << stat.status();
+  ASSERT_TRUE(routine.ok()) << routine.status();
+  EXPECT_TRUE(stat_first.load());
+  EXPECT_EQ(stat->batch_size, 2) << "beside the routine study, past max_batch_size";
+  EXPECT_EQ(routine->decode_steps, 30);
 }
 
 // A routine study waiting for batch partners (a 10-minute window here) does not hold up a STAT study that arrives

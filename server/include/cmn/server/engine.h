@@ -75,7 +75,8 @@ struct JobControl {
   // Capture JobResult::hypothesis.attention in the same pass (the replica replays only the decoder over the
   // study's kept encoder memory).
   bool attention = false;
-  // STAT: queued ahead of every routine study; it starts an empty loop without waiting for partners.
+  // STAT: queued ahead of every routine study; it starts an empty loop without waiting for partners and joins a
+  // running one even when it is full (up to engine.stat_reserved_slots more studies).
   Priority priority = Priority::kRoutine;
   // The replica that decodes this study (the model the caller will read the ids with): after a hot reload, calls
   // that started before it finish on the old replica. Studies share the decode loop only with studies of the same
@@ -150,8 +151,9 @@ class Engine {
   void worker_loop();
   // The studies that start an empty decode loop (after the batching window); empty when stopping.
   std::vector<std::shared_ptr<Job>> next_batch(std::unique_lock<std::mutex>& lock);
-  // Up to `room` waiting studies for a running loop on `replica`.
-  std::vector<std::shared_ptr<Job>> joiners_locked(const std::shared_ptr<engine::Replica>& replica, size_t room);
+  // The waiting studies that join a running loop on `replica` with `live` studies in it: up to max_batch_size
+  // in all, STAT studies up to stat_reserved_slots more.
+  std::vector<std::shared_ptr<Job>> joiners_locked(const std::shared_ptr<engine::Replica>& replica, size_t live);
   void join(engine::Flight& flight, const std::vector<std::shared_ptr<Job>>& joining,
             const std::function<void(int64_t)>& hook, std::vector<std::shared_ptr<Job>>* live);
   void step(engine::Flight& flight, const std::function<void(int64_t)>& hook, std::vector<std::shared_ptr<Job>>* live);
