@@ -1,8 +1,5 @@
 #include "cmn/model/decoding.h"
 
-#include <algorithm>
-#include <cmath>
-#include <map>
 #include <utility>
 
 #include <ATen/CPUGeneratorImpl.h>

@@ -43,8 +43,10 @@ void BeamSearch::advance(const torch::Tensor& step_output) {
               ", V] log-probs, got ", step_output.sizes());
   const int64_t vocab = step_output.size(1);
   TORCH_CHECK(beam <= vocab, "beam_size ", beam, " exceeds the vocabulary (", vocab, ")");
+  // fp32 on the CPU whatever the replica's device and precision (a bf16 replica's logits may be bf16).
   const auto lp = (t_ == 0 ? step_output : torch::log_softmax(step_output / options_.temperature, -1))
-                      .to(torch::kCPU)
+                      .to(torch::kCPU, torch::kFloat)
+                      .contiguous()
                       .view({rows * vocab});                                   // [rows*V]
   // Every (row, word) continuation by its summed log-prob; the best `beam` survive.
   auto candidates = (sums_.narrow(0, 0, rows).unsqueeze(-1) + lp.view({rows, vocab})).view({rows * vocab});
@@ -111,7 +113,7 @@ void SampleSearch::advance(const torch::Tensor& step_output) {
   TORCH_CHECK(!finished_, "SampleSearch::advance after the study finished");
   TORCH_CHECK(step_output.dim() == 2 && step_output.size(0) == 1, "SampleSearch::advance: expected [1, V] log-probs, got ",
               step_output.sizes());
-  auto logprobs = step_output.to(torch::kCPU);                                  // [1,V]
+  auto logprobs = step_output.to(torch::kCPU, torch::kFloat);                   // [1,V]
   if (options_.block_trigrams && t >= 3) {
     auto mask = torch::zeros_like(logprobs);
     trigrams_.add_mask(seq_, t, mask.data_ptr<float>());
