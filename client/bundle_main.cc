@@ -89,6 +89,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"iu_xray", "mimic_cxr"}))
       ->capture_default_str();
   init_cmd->add_flag("--force", init_options.overwrite, "replace an existing bundle directory");
+  init_cmd->add_option("--align-queries", init_options.align_queries,
+                       "with an (untrained) image-report alignment head of this many queries: drafts get a "
+                       "consistency (random until trained)")
+      ->check(CLI::Range(int64_t{0}, int64_t{256}))->capture_default_str();
 
   // verify
   std::string verify_dir;

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -115,7 +116,7 @@ std::vector<std::string> read_lines(const std::string& path) {
 // the line is appended (so a line in the output means its SRs exist). Adds "sr_file" / "findings_sr_file", or
 // "sr_error" (the study itself still counts as reported).
 void add_sr(const std::string& sr_dir, const std::string& findings_dir, const ModelIdentity& id,
-            const std::vector<std::string>& parameters, nlohmann::json& line) {
+            const std::vector<std::string>& parameters, double warn_below, nlohmann::json& line) {
   if (!line.contains("report") || !line.contains("instances")) return;  // failed or not a DICOM study
   std::vector<std::string> sources;
   std::set<std::string> seen;
@@ -137,6 +138,8 @@ void add_sr(const std::string& sr_dir, const std::string& findings_dir, const Mo
   options.model_digest = id.digest;
   options.untrained = id.untrained;
   options.algorithm_parameters = parameters;
+  if (line.contains("consistency") && line["consistency"].is_number()) options.consistency = line["consistency"].get<double>();
+  options.consistency_warn_below = warn_below;
   const std::string report = line["report"].get<std::string>();
   const std::string file_name = cmn::batch::safe_file_name(line["id"].get<std::string>()) + ".dcm";
   auto write = [&](const std::string& dir, const absl::StatusOr<std::string>& sr, const char* key) {
@@ -214,6 +217,16 @@ int run_archive(pipeline::ReportGenerator& generator, const pipeline::GeneratorO
     return kExitFailure;
   }
 
+  std::map<std::string, std::string> given;  // --score-reports
+  if (!req.score_reports.empty()) {
+    auto read = pl::read_given_reports(req.score_reports);
+    if (!read.ok()) {
+      std::cerr << "cmn-generate: --score-reports: " << read.status().message() << "\n";
+      return 2;
+    }
+    given = std::move(*read);
+  }
+
   // 2. This shard's studies (each key once), and the ones the output already has.
   std::vector<pl::BatchStudy> mine;
   std::vector<std::string> keys;
@@ -277,6 +290,8 @@ int run_archive(pipeline::ReportGenerator& generator, const pipeline::GeneratorO
   batch.read_ahead = req.read_ahead;
   batch.attention_dir = req.attention_dir;
   batch.progress = req.progress;
+  batch.consistency_warn_below = req.consistency_warn_below;
+  if (!req.score_reports.empty()) batch.score_reports = &given;
   std::vector<std::string> new_lines;
   auto emit = [&](const std::string& text) -> absl::Status {
     std::string line = text;
@@ -288,9 +303,9 @@ int run_archive(pipeline::ReportGenerator& generator, const pipeline::GeneratorO
                {std::string("method=") + cmn::model::method_name(d.method), "beam_size=" + std::to_string(d.beam_size),
                 "max_length=" + std::to_string(d.max_length), "temperature=" + std::to_string(d.temperature),
                 "seed=" + std::to_string(d.seed)},
-               j);
+               req.consistency_warn_below, j);
       }
-      if (!req.fhir_dir.empty()) add_fhir(req.fhir_dir, generator.identity(), j);
+      if (!req.fhir_dir.empty()) add_fhir(req.fhir_dir, generator.identity(), req.consistency_warn_below, j);
       line = j.dump();
     }
     if (!references.empty()) new_lines.push_back(line);

@@ -24,6 +24,10 @@ struct ArchiveRequest {
   // --draft-decode: JPEG 2000 / 8-bit JPEG decoded at the smallest size still covering the model input
   // (DicomReadOptions::draft_min_side = the model's image size).
   bool draft_decode = false;
+  // --consistency-warn-below: lines (and their SR / FHIR) of drafts under it carry the low-consistency warning.
+  double consistency_warn_below = 0.0;
+  // --score-reports: JSONL of {"id", "report"}; each study's given report is scored instead of generated.
+  std::string score_reports;
 };
 
 // Exit status: 0; 1 when a study failed and the run writes to stdout or --fail-on-error was given, or the model

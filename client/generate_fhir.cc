@@ -9,12 +9,14 @@
 
 namespace cmn::client {
 
-void add_fhir(const std::string& fhir_dir, const pipeline::ModelIdentity& id, nlohmann::json& line) {
+void add_fhir(const std::string& fhir_dir, const pipeline::ModelIdentity& id, double warn_below, nlohmann::json& line) {
   if (!line.contains("report") || !line.contains("study") || !line["study"].is_string()) return;
   pipeline::FhirReportInput input;
   input.study_instance_uid = line["study"].get<std::string>();
   input.text = line["report"].get<std::string>();
   input.model = {id.name, id.version, id.digest, "cmn", id.untrained};
+  if (line.contains("consistency") && line["consistency"].is_number()) input.consistency = line["consistency"].get<double>();
+  input.consistency_warn_below = warn_below;
   auto report = pipeline::write_fhir_report(input);
   if (!report.ok()) {
     line["fhir_error"] = std::string(report.status().message());

@@ -12,7 +12,7 @@ namespace cmn::client {
 
 // From the line's "study" (StudyInstanceUID) and "report". Adds "fhir_file", or "fhir_error" (the study itself
 // still counts as reported). Lines without a report (failed) or without a StudyInstanceUID (image studies) are
-// left as they are.
-void add_fhir(const std::string& fhir_dir, const pipeline::ModelIdentity& id, nlohmann::json& line);
+// left as they are. The line's "consistency", when there, goes into the report (warned under warn_below > 0).
+void add_fhir(const std::string& fhir_dir, const pipeline::ModelIdentity& id, double warn_below, nlohmann::json& line);
 
 }  // namespace cmn::client

@@ -6,6 +6,7 @@
 //   cmn-generate --bundle DIR --manifest studies.csv|studies.jsonl --output out.jsonl
 //   cmn-generate --bundle DIR --annotation annotation.json --split test --image-root IMAGES --output out.jsonl
 //   cmn-generate merge --output all.jsonl shard-0.jsonl shard-1.jsonl ...
+//   (archive mode) --score-reports R.jsonl: score given reports {"id", "report"} instead of generating
 // --images: each consecutive group of `views` images is one study (one JSON line each, --output written
 // atomically). Archive mode (--dicom, --manifest, --split; generate_archive.h over cmn/batch/batch.h): studies are keyed
 // (StudyInstanceUID / manifest id / annotation id), optionally sharded by a stable hash of the key, read and
@@ -74,6 +75,12 @@ bool add_result(const absl::StatusOr<cmn::pipeline::StudyReport>& result, const 
   line["report"] = r.report;
   line["token_ids"] = r.token_ids;
   line["log_prob"] = r.log_prob;
+  if (r.consistency) line["consistency"] = *r.consistency;  // absent without an alignment head
+  if (!r.similar.empty()) {
+    auto similar = nlohmann::json::array();
+    for (const auto& f : r.similar) similar.push_back({{"report", f.report}, {"similarity", f.similarity}});
+    line["similar"] = std::move(similar);
+  }
   line["timings"] = {{"preprocess_s", r.times.preprocess_s}, {"visual_s", r.times.visual_s},
                      {"encode_s", r.times.encode_s}, {"decode_s", r.times.decode_s}};
   return true;
@@ -163,6 +170,21 @@ int main(int argc, char** argv) {
   app.add_option("--fhir-dir", fhir_dir,
                  "DICOM studies: also write each report as a FHIR R4 DiagnosticReport (preliminary) DIR/<study key>.json");
   app.add_option("--summary", summary_path, "also write the run's summary JSON (and scores) here");
+  double consistency_warn_below = 0.0;
+  std::string score_reports;
+  int64_t similar = 0;
+  app.add_option("--similar", similar,
+                 "also list the K most similar training reports of the bundle's retrieval index per study "
+                 "(\"similar\": [{\"report\", \"similarity\"}]; needs a bundle trained with align.retrieval_index)")
+      ->check(CLI::Range(int64_t{0}, int64_t{100}));
+  app.add_option("--consistency-warn-below", consistency_warn_below,
+                 "flag drafts whose image-report consistency is below this (\"consistency_warning\" in the line, and "
+                 "in its SR / FHIR); needs a model with an alignment head")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--score-reports", score_reports,
+                 "JSONL of {\"id\", \"report\"} keyed like the studies: score each given report (teacher-forced "
+                 "log-prob, consistency) instead of generating one")
+      ->check(CLI::ExistingFile);
 
   // `cmn-generate merge --output all.jsonl shard-*.jsonl`
   auto* merge = app.add_subcommand("merge", "join shard outputs, checking that no study is missing or duplicated");
@@ -203,9 +225,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || !sr_dir.empty() || !findings_sr_dir.empty() ||
-                        !fhir_dir.empty() || overwrite || draft_decode)) {
-    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir, --findings-sr-dir, --fhir-dir, --overwrite and "
-                 "--draft-decode go with --dicom, --manifest or --split\n";
+                        !fhir_dir.empty() || overwrite || draft_decode || !score_reports.empty())) {
+    std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir, --findings-sr-dir, --fhir-dir, --overwrite, "
+                 "--draft-decode and --score-reports go with --dicom, --manifest or --split\n";
+    return 2;
+  }
+  if (!score_reports.empty() && !attention_dir.empty()) {
+    std::cerr << "cmn-generate: --score-reports scores given reports; --attention-dir draws a generated one's\n";
     return 2;
   }
   cmn::batch::Shard shard;
@@ -263,6 +289,12 @@ int main(int argc, char** argv) {
   if (temperature) options.decoding.temperature = *temperature;
   if (sample_method && *sample_method != "beam_search" && !beam_size) options.decoding.beam_size = 1;
   options.batch_size = batch_size;
+  options.similar = similar;
+  if (similar > 0 && (!config.align_queries || !config.align_index_size)) {
+    std::cerr << "cmn-generate: --similar: this model has no retrieval index (a bundle trained with "
+                 "model.align_queries > 0 and align.retrieval_index: true has one)\n";
+    return 2;
+  }
 
   const auto& id = generator->identity();
   if (id.untrained) {
@@ -273,7 +305,7 @@ int main(int argc, char** argv) {
                                                            output, overwrite, shard, !shard_text.empty(),
                                                            fail_on_error, !no_read_ahead, progress, attention_dir,
                                                            summary_path, sr_dir, findings_sr_dir, fhir_dir,
-                                                           draft_decode});
+                                                           draft_decode, consistency_warn_below, score_reports});
   }
 
   std::ostringstream lines;

@@ -152,6 +152,7 @@ absl::StatusOr<std::vector<FlightResult>> Flight::step(const StableTokensFn& on_
       r.study.ids = std::move(best.ids);
       r.study.token_log_probs = std::move(best.token_log_probs);
       r.study.score = best.score;
+      if (auto c = network.consistency(study->memory, {r.study.ids})) r.study.consistency = c->front();
       r.steps = study->search->steps();
       r.decode_s = seconds_since(study->first_step, replica.device);
       r.most_partners = study->most_partners;

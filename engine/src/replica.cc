@@ -169,6 +169,25 @@ absl::StatusOr<BatchResult> Replica::run(const at::Tensor& images, const model::
       out.studies[s].token_log_probs = std::move(h.token_log_probs);
       out.studies[s].score = h.score;
     }
+    std::vector<std::vector<int64_t>> reports;
+    for (const auto& study : out.studies) reports.push_back(study.ids);
+    if (auto c = network.consistency(pass.memory, reports)) {  // [B] from the pass's memory; none without the head
+      for (size_t s = 0; s < batch; ++s) out.studies[s].consistency = (*c)[s];
+    }
+    int64_t most_similar = 0;  // "similar prior cases" from the retrieval index, over the same memory
+    for (const auto& o : options) most_similar = std::max(most_similar, o.similar);
+    if (most_similar > 0) {
+      if (!network.has_alignment() || !network.alignment->has_index()) {
+        return absl::FailedPreconditionError("similar reports asked for, but this model has no retrieval index "
+                                             "(train it with model.align_queries > 0 and align.retrieval_index: true)");
+      }
+      auto found = model::similar_reports(*network.alignment, pass.memory, most_similar);
+      for (size_t s = 0; s < batch; ++s) {
+        auto& mine = found[s];
+        mine.resize(std::min(mine.size(), static_cast<size_t>(options[s].similar)));
+        for (auto& f : mine) out.studies[s].similar.push_back({std::move(f.ids), f.similarity});
+      }
+    }
 
     // Attention maps from the kept encoder memory: only the decoder runs again, one row per study that asked.
     std::vector<int64_t> wanted;
@@ -192,6 +211,42 @@ absl::StatusOr<BatchResult> Replica::run(const at::Tensor& images, const model::
     return out;
   } catch (const BatchStopped&) {
     return absl::CancelledError("the batch was stopped between steps: no study of it is wanted any more");
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("model failed: ", e.msg()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("model failed: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::vector<ScoredReport>> Replica::score(
+    const std::vector<std::vector<preprocessing::FloatImage>>& studies, const std::vector<std::vector<int64_t>>& reports) {
+  if (studies.size() != reports.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(reports.size(), " reports for ", studies.size(), " studies"));
+  }
+  if (studies.empty()) return std::vector<ScoredReport>{};
+  // The decoder's positions (PositionalEncoding's 5000) bound a report; the tokenizer never makes one that long.
+  constexpr size_t kMaxTokens = 4096;
+  for (size_t s = 0; s < reports.size(); ++s) {
+    if (reports[s].size() > kMaxTokens) {
+      return absl::InvalidArgumentError(absl::StrCat("report of study ", s, " has ", reports[s].size(),
+                                                     " tokens; at most ", kMaxTokens, " can be scored"));
+    }
+  }
+  std::vector<const std::vector<preprocessing::FloatImage>*> views_of;
+  for (const auto& study : studies) views_of.push_back(&study);
+  auto images = pack_images(views_of, model_->config().effective_views());
+  if (!images.ok()) return images.status();
+  try {
+    c10::InferenceMode guard;
+    at::init_num_threads();
+    auto scored = impl_->network->score_reports(images->to(impl_->device), reports);
+    std::vector<ScoredReport> out(scored.size());
+    for (size_t s = 0; s < scored.size(); ++s) {
+      out[s].token_log_probs = std::move(scored[s].token_log_probs);
+      for (float lp : out[s].token_log_probs) out[s].log_prob += lp;
+      out[s].consistency = scored[s].consistency;
+    }
+    return out;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("model failed: ", e.msg()));
   } catch (const std::exception& e) {

@@ -183,6 +183,15 @@ void validate_model_config(const ModelConfig& c) {
   TORCH_CHECK(c.beam_size >= 1, "beam_size must be >= 1, got ", c.beam_size);
   TORCH_CHECK(c.sample_method == "beam_search" || c.sample_method == "greedy" || c.sample_method == "sample",
               "sample_method '", c.sample_method, "' is not one of beam_search, greedy, sample");
+  TORCH_CHECK(c.align_queries >= 0, "align_queries must be >= 0 (0 = no alignment head), got ", c.align_queries);
+  TORCH_CHECK(c.align_queries == 0 || (c.align_layers > 0 && c.align_dim > 0),
+              "align_layers and align_dim must be positive with align_queries > 0, got ", c.align_layers, " and ",
+              c.align_dim);
+  TORCH_CHECK(c.align_index_size >= 0 && c.align_index_length >= 0 && (c.align_index_size == 0) == (c.align_index_length == 0),
+              "align_index_size and align_index_length must both be 0 (no retrieval index) or both positive, got ",
+              c.align_index_size, " and ", c.align_index_length);
+  TORCH_CHECK(c.align_index_size == 0 || c.align_queries > 0, "a retrieval index (align_index_size ", c.align_index_size,
+              ") needs the alignment head (align_queries > 0)");
 }
 
 ModelConfig parse_model_config(const std::string& text, const std::string& src) {

@@ -108,7 +108,10 @@ torch::Tensor BaseCMNImpl::cross_attention(const torch::Tensor& memory, const to
 }
 
 torch::Tensor BaseCMNImpl::forward(const torch::Tensor& att_feats, const torch::Tensor& seq) {
-  auto memory = encode(att_feats);                             // [B,S,d]
+  return teacher_forced(encode(att_feats), seq);               // memory [B,S,d]
+}
+
+torch::Tensor BaseCMNImpl::teacher_forced(const torch::Tensor& memory, const torch::Tensor& seq) {
   auto input = seq.narrow(1, 0, seq.size(1) - 1);              // [B,T]   T = L-1
   // Padding mask on keys (position 0 is bos = 0, always valid) AND the causal mask.
   auto key_ok = input > 0;

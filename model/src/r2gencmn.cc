@@ -16,6 +16,20 @@ R2GenCMNImpl::R2GenCMNImpl(const ModelConfig& config) : config_(config) {
   validate_model_config(config_);
   visual_extractor = register_module("visual_extractor", VisualExtractor(config_.visual_extractor));
   encoder_decoder = register_module("encoder_decoder", BaseCMN(config_));
+  if (config_.align_queries > 0) alignment = register_module("alignment", Alignment(config_));
+}
+
+void R2GenCMNImpl::set_retrieval_index(const torch::Tensor& embeddings, const torch::Tensor& tokens) {
+  TORCH_CHECK(has_alignment(), "a retrieval index needs the alignment head (align_queries > 0)");
+  alignment->set_index(embeddings, tokens);
+  config_.align_index_size = embeddings.size(0);
+  config_.align_index_length = tokens.size(1);
+}
+
+std::optional<std::vector<double>> R2GenCMNImpl::consistency(const torch::Tensor& memory,
+                                                             const std::vector<std::vector<int64_t>>& reports) {
+  if (!has_alignment()) return std::nullopt;
+  return model::consistency(*alignment, *encoder_decoder, memory, reports);
 }
 
 VisualFeatures R2GenCMNImpl::extract(const torch::Tensor& images) {
@@ -66,6 +80,35 @@ PassResult R2GenCMNImpl::infer_features(const torch::Tensor& att, const Decoding
   }
   result.decode_s = seconds_since(start, result.memory);
   return result;
+}
+
+std::vector<R2GenCMNImpl::ReportScore> R2GenCMNImpl::score_reports(const torch::Tensor& images,
+                                                                     const std::vector<std::vector<int64_t>>& reports) {
+  const auto b = static_cast<int64_t>(reports.size());
+  TORCH_CHECK(images.size(0) == b, "score_reports: ", b, " reports for ", images.size(0), " studies");
+  const auto memory = encoder_decoder->encode(extract(images).att);           // [B,S,d]
+  size_t longest = 0;
+  for (const auto& r : reports) longest = std::max(longest, r.size());
+  // seq [B,L] = (0, w1..wn, 0, pad 0...) as in training: the decoder reads 0..wn and is scored on w1..wn, 0.
+  auto seq = torch::zeros({b, static_cast<int64_t>(longest) + 2}, torch::kLong);
+  auto a = seq.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& r = reports[static_cast<size_t>(i)];
+    for (size_t t = 0; t < r.size(); ++t) a[i][static_cast<int64_t>(t) + 1] = r[t];
+  }
+  const auto targets = seq.narrow(1, 1, seq.size(1) - 1);                       // [B,L-1]
+  const auto lp = encoder_decoder->teacher_forced(memory, seq.to(memory.device()))  // [B,L-1,V+1]
+                      .gather(2, targets.to(memory.device()).unsqueeze(2)).squeeze(2)
+                      .to(torch::kCPU, torch::kFloat);                          // [B,L-1]
+  const auto c = consistency(memory, reports);
+  std::vector<ReportScore> out(reports.size());
+  for (int64_t i = 0; i < b; ++i) {
+    const auto n = static_cast<int64_t>(reports[static_cast<size_t>(i)].size()) + 1;  // its ids, then the end token
+    const auto row = lp[i].narrow(0, 0, n).contiguous();
+    out[static_cast<size_t>(i)].token_log_probs.assign(row.data_ptr<float>(), row.data_ptr<float>() + n);
+    if (c) out[static_cast<size_t>(i)].consistency = (*c)[static_cast<size_t>(i)];
+  }
+  return out;
 }
 
 DecodeResult R2GenCMNImpl::generate(const torch::Tensor& images, const DecodingOptions& options) {

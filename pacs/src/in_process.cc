@@ -57,13 +57,17 @@ class Reporter : public InProcessReporter {
     InProcessReport out;
     out.report = results[0]->report;
     out.slots = static_cast<int>(study->slots.size());
-    auto sr = pipeline::write_report_sr(sources, sentences_of(out.report), sr_);
+    pipeline::SrOptions sr_options = sr_;
+    sr_options.consistency = results[0]->consistency;  // absent without an alignment head
+    auto sr = pipeline::write_report_sr(sources, sentences_of(out.report), sr_options);
     if (!sr.ok()) return sr.status();
     out.dicom_sr = std::move(*sr);
     pipeline::FhirReportInput fhir;
     fhir.study_instance_uid = study->study_instance_uid;
     fhir.text = out.report;
     fhir.model = {info_.name, info_.version, info_.digest, sr_.manufacturer, info_.untrained};
+    fhir.consistency = results[0]->consistency;
+    fhir.consistency_warn_below = sr_.consistency_warn_below;
     auto json = pipeline::write_fhir_report(fhir);
     if (!json.ok()) return json.status();
     out.fhir = std::move(*json);

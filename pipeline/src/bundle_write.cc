@@ -306,6 +306,7 @@ absl::StatusOr<BundleInfo> init_untrained(const std::string& out_dir, const Init
   config.views = options.views;
   config.dataset_name = options.dataset_name;
   config.threshold = options.threshold;
+  config.align_queries = options.align_queries;
   config.vocab_size = tokenizer.vocab_size();
 
   model::R2GenCMN model{nullptr};

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cmn/pipeline/consistency.h"
 #include "sr_common.h"
 
 namespace cmn::pipeline {
@@ -58,6 +59,11 @@ absl::StatusOr<std::string> write_report_sr(const std::vector<std::string>& sour
   if (s.ok()) s = add_item(tree, DSRTypes::RT_contains, DSRTypes::VT_Container, kSummary, false);
   if (s.ok()) s = add_item(tree, DSRTypes::RT_contains, DSRTypes::VT_Text, kSummary, true);
   if (s.ok()) s = set_string(tree, options.draft_statement.empty() ? default_statement(options) : options.draft_statement);
+  // The consistency score (issue 14) beside the statement: a reader of the draft meets both before the findings.
+  if (s.ok() && options.consistency) s = add_item(tree, DSRTypes::RT_contains, DSRTypes::VT_Text, kSummary, false);
+  if (s.ok() && options.consistency) {
+    s = set_string(tree, consistency_statement(*options.consistency, options.consistency_warn_below));
+  }
   if (s.ok() && tree.goUp() == 0) s = absl::InternalError("DICOM SR: tree navigation failed");
   // The Findings section (CID 7001 heading), one Finding (CID 7002) per sentence.
   if (s.ok()) s = add_item(tree, DSRTypes::RT_contains, DSRTypes::VT_Container, kFindings, false);
@@ -97,7 +103,9 @@ absl::StatusOr<ReportSr> read_report_sr(const std::string& bytes) {
       const std::string code = item.getConceptName().getCodeValue().c_str();
       const std::string text = item.getStringValue().c_str();
       if (item.getValueType() == DSRTypes::VT_Text && code == "121071") sr.findings.push_back(text);
-      if (item.getValueType() == DSRTypes::VT_Text && code == "121111") sr.draft_statement = text;
+      if (item.getValueType() == DSRTypes::VT_Text && code == "121111") {
+        (sr.draft_statement.empty() ? sr.draft_statement : sr.consistency_statement) = text;  // statement first
+      }
       if (item.getValueType() == DSRTypes::VT_Text && code == "121013") sr.device_observer_name = text;
       if (item.getValueType() == DSRTypes::VT_UIDRef && code == "121012") sr.device_observer_uid = text;
     } while (tree.iterate() > 0);

@@ -2,6 +2,7 @@
 
 #include <openssl/sha.h>
 
+#include <cmath>
 #include <ctime>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cmn/metrics/observations.h"
+#include "cmn/pipeline/consistency.h"
 
 namespace cmn::pipeline {
 
@@ -175,6 +177,10 @@ absl::StatusOr<std::string> write_fhir_report(const FhirReportInput& input) {
                        {"issued", issued},
                        {"valueString", conclusion.empty() ? std::string("(empty report)") : conclusion},
                        {"device", device_ref}});
+  if (consistency_is_low(input.consistency, input.consistency_warn_below)) {
+    contained.back()["note"] = json::array({{{"text", consistency_statement(*input.consistency,
+                                                                           input.consistency_warn_below)}}});
+  }
   result.push_back({{"reference", "#text"}});
 
   const std::string title = absl::StrCat("AI draft report (unverified) by ", model.name,
@@ -204,6 +210,11 @@ absl::StatusOr<std::string> write_fhir_report(const FhirReportInput& input) {
                                       {"data", base64(conclusion)},
                                       {"title", title}}})},
   };
+  if (input.consistency) {
+    // Three decimals, as every other output prints it (a JSON number: FHIR decimals keep their precision).
+    const double rounded = std::round(*input.consistency * 1000.0) / 1000.0;
+    report["extension"] = json::array({{{"url", kFhirConsistencyExtension}, {"valueDecimal", rounded}}});
+  }
   if (!conclusion.empty()) report["conclusion"] = conclusion;
   if (!conclusion_codes.empty()) report["conclusionCode"] = conclusion_codes;
   // Replace, not throw, should a model ever emit bytes that are not UTF-8.

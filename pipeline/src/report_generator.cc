@@ -29,9 +29,11 @@ ReportGenerator::ReportGenerator(std::unique_ptr<engine::Replica> replica) : rep
 
 absl::StatusOr<std::vector<StudyReport>> ReportGenerator::generate_tensor(const torch::Tensor& images,
                                                                           const model::DecodingOptions& decoding,
-                                                                          bool attention) {
+                                                                          bool attention, int64_t similar) {
   std::vector<engine::StudyOptions> options;
-  if (attention && images.dim() >= 1) options.assign(static_cast<size_t>(images.size(0)), {true, false});
+  if ((attention || similar > 0) && images.dim() >= 1) {
+    options.assign(static_cast<size_t>(images.size(0)), {attention, false, similar});
+  }
   CMN_ASSIGN_OR_RETURN(engine::BatchResult batch, replica_->run(images, decoding, options));
   StageTimes times;
   times.visual_s = batch.visual_s;
@@ -45,8 +47,10 @@ absl::StatusOr<std::vector<StudyReport>> ReportGenerator::generate_tensor(const 
     r.report = tokenizer().decode(r.token_ids);
     for (float lp : h.token_log_probs) r.log_prob += lp;
     r.score = h.score;
+    r.consistency = h.consistency;
     r.times = times;
     r.token_attention = std::move(h.attention);
+    for (const auto& f : h.similar) r.similar.push_back({tokenizer().decode(f.ids), f.similarity});
     out.push_back(std::move(r));
   }
   return out;
@@ -76,7 +80,8 @@ std::vector<absl::StatusOr<StudyReport>> ReportGenerator::generate_batched(size_
     }
     if (ok.empty()) continue;
     const double preprocess_s = seconds_since(start);
-    auto reports = generate_tensor(torch::stack(tensors), options.decoding, options.attention);  // [B,V,3,H,W]
+    auto reports = generate_tensor(torch::stack(tensors), options.decoding, options.attention,
+                                   options.similar);  // [B,V,3,H,W]
     for (size_t i = 0; i < ok.size(); ++i) {
       if (!reports.ok()) {
         results[ok[i]] = reports.status();
@@ -111,6 +116,36 @@ std::vector<absl::StatusOr<StudyReport>> ReportGenerator::generate_files(
     return absl::OkStatus();
   };
   return generate_batched(studies.size(), fill, options);
+}
+
+std::vector<absl::StatusOr<engine::ScoredReport>> ReportGenerator::score_images(
+    const std::vector<std::vector<preprocessing::FloatImage>>& studies, const std::vector<std::string>& reports,
+    const GeneratorOptions& options) {
+  std::vector<absl::StatusOr<engine::ScoredReport>> results(studies.size(), absl::UnknownError("not run"));
+  if (reports.size() != studies.size()) {
+    for (auto& r : results) r = absl::InvalidArgumentError(absl::StrCat(reports.size(), " reports for ", studies.size(), " studies"));
+    return results;
+  }
+  const size_t batch = static_cast<size_t>(std::max<int64_t>(1, options.batch_size));
+  for (size_t first = 0; first < studies.size(); first += batch) {
+    const size_t last = std::min(studies.size(), first + batch);
+    const std::vector<std::vector<preprocessing::FloatImage>> chunk(studies.begin() + static_cast<std::ptrdiff_t>(first),
+                                                                    studies.begin() + static_cast<std::ptrdiff_t>(last));
+    std::vector<std::vector<int64_t>> ids;
+    for (size_t s = first; s < last; ++s) {
+      const auto encoded = tokenizer().encode(reports[s]);         // 0, ids..., 0 (R2Gen's tokenizer call)
+      ids.emplace_back(encoded.begin() + 1, encoded.end() - 1);     // the words alone: score() adds bos and end
+    }
+    auto scored = replica_->score(chunk, ids);
+    for (size_t s = first; s < last; ++s) {
+      if (scored.ok()) {
+        results[s] = std::move((*scored)[s - first]);
+      } else {
+        results[s] = scored.status();
+      }
+    }
+  }
+  return results;
 }
 
 std::vector<absl::StatusOr<StudyReport>> ReportGenerator::generate_images(

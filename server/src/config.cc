@@ -76,6 +76,7 @@ void visit(V& v, ServerConfig& c) {
   v.section("study", [&](auto& s) {
     s("allowed_modalities", c.study.allowed_modalities);
     s("draft_decode", c.study.draft_decode);
+    s("consistency_warn_below", c.study.consistency_warn_below);
   });
   v.section("auth", [&](auto& s) { s("token_hashes_file", c.auth.token_hashes_file); });
   v.section("tls", [&](auto& s) {
@@ -171,6 +172,10 @@ absl::Status validate_server_config(const ServerConfig& c) {
   CMN_RETURN_IF_ERROR(at_least("limits.max_beam_size", c.limits.max_beam_size, 1));
   CMN_RETURN_IF_ERROR(at_least("limits.max_length", c.limits.max_length, 1));
   CMN_RETURN_IF_ERROR(at_least("limits.max_request_mb", c.limits.max_request_mb, 1));
+  if (!(c.study.consistency_warn_below >= 0.0 && c.study.consistency_warn_below <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("study.consistency_warn_below must be in [0, 1] (0 = no warning), got ",
+                                                   c.study.consistency_warn_below));
+  }
   for (const auto& modality : c.study.allowed_modalities) {
     if (modality.empty()) return absl::InvalidArgumentError("study.allowed_modalities: empty modality name");
   }

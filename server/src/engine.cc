@@ -23,6 +23,7 @@ struct Engine::Job {
   bool wants_progress = false;
   bool attention = false;           // JobControl::attention
   Priority priority = Priority::kRoutine;
+  std::optional<std::vector<int64_t>> score_ids;  // JobControl::score_ids
   std::shared_ptr<engine::Replica> replica;  // never null once queued
   std::atomic<bool> abandoned{false};  // the caller returned (cancelled, deadline, write failed)
   // Set by the worker alone once the study joined the decode loop.
@@ -136,6 +137,7 @@ absl::StatusOr<JobResult> Engine::run(const Slot& slot, std::vector<preprocessin
   job->wants_progress = static_cast<bool>(control.on_progress);
   job->attention = control.attention;
   job->priority = control.priority;
+  job->score_ids = control.score_ids;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return absl::UnavailableError("the server is shutting down");
@@ -305,10 +307,48 @@ void Engine::worker_loop() {
       std::lock_guard<std::mutex> hook_lock(step_hook_mutex_);
       hook = step_hook_;
     }
+    joining = score(*flight->replica(), std::move(joining));  // given reports: scored, answered, never joined
     if (!joining.empty()) join(*flight, joining, hook, &live);
     if (!live.empty()) step(*flight, hook, &live);
     lock.lock();
   }
+}
+
+std::vector<std::shared_ptr<Engine::Job>> Engine::score(engine::Replica& replica,
+                                                         std::vector<std::shared_ptr<Job>> joining) {
+  std::vector<std::shared_ptr<Job>> rest;
+  for (auto& j : joining) {
+    if (!j->score_ids) {
+      rest.push_back(std::move(j));
+      continue;
+    }
+    if (j->gone(Clock::now())) {
+      count_abandoned();
+      j->finish(gone_status(*j));
+      continue;
+    }
+    const auto start = Clock::now();
+    auto scored = replica.score({j->images}, {*j->score_ids});
+    if (!scored.ok()) {
+      j->finish(scored.status());
+      continue;
+    }
+    JobResult r;
+    r.hypothesis.ids = *j->score_ids;
+    r.hypothesis.ids.push_back(0);  // the end token, scored last
+    r.hypothesis.token_log_probs = std::move((*scored)[0].token_log_probs);
+    r.hypothesis.score = (*scored)[0].log_prob;
+    r.hypothesis.consistency = (*scored)[0].consistency;
+    r.queue_s = seconds(start - j->enqueued);
+    r.decode_s = seconds(Clock::now() - start);
+    r.decode_steps = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.decoded;
+    }
+    j->finish(std::move(r));
+  }
+  return rest;
 }
 
 void Engine::join(engine::Flight& flight, const std::vector<std::shared_ptr<Job>>& joining,

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "cmn/common/status_macros.h"
 #include "cmn/pipeline/attention.h"
+#include "cmn/pipeline/consistency.h"
 #include "cmn/pipeline/dicom_sr.h"
 #include "cmn/pipeline/findings_sr.h"
 #include "cmn/pipeline/fhir_report.h"
@@ -78,6 +79,7 @@ void fill_text(const engine::StudyResult& h, const model::Tokenizer& tokenizer, 
     if (token_scores) response->add_token_log_probs(lp);
   }
   response->set_log_prob(log_prob);
+  if (h.consistency) response->set_consistency(*h.consistency);
 }
 
 // Which instance fills which view slot and which were skipped, under the caller's names.
@@ -253,6 +255,11 @@ absl::Status ReportServiceImpl::generate(const ServedModel& served, grpc::Server
   CMN_ASSIGN_OR_RETURN(RequestPlan plan, plan_request(request, model.info, served.study_options, options_.limits));
   const model::DecodingOptions& decoding = plan.decoding;
   std::vector<std::string>& warnings = plan.warnings;
+  const bool scoring = !request.score_report().empty();
+  if (scoring && request.output().attention_maps()) {
+    return absl::InvalidArgumentError("score_report scores a given report; output.attention_maps draws a generated "
+                                      "one's: ask for one or the other");
+  }
   const Clock::time_point deadline = steady_deadline(*context);
   if (Clock::now() >= deadline) return absl::DeadlineExceededError("deadline exceeded before the call started");
 
@@ -276,7 +283,12 @@ absl::Status ReportServiceImpl::generate(const ServedModel& served, grpc::Server
   control.attention = request.output().attention_maps();
   control.priority = priority;
   control.replica = served.replica;
+  if (scoring) {
+    const auto encoded = model.model->tokenizer().encode(request.score_report());  // 0, ids..., 0
+    control.score_ids = std::vector<int64_t>(encoded.begin() + 1, encoded.end() - 1);
+  }
   CMN_ASSIGN_OR_RETURN(JobResult result, engine_->run(slot, study.images, decoding, control));
+  response->set_scored(scoring);
 
   // 5. The response.
   fill_text(result.hypothesis, model.model->tokenizer(), request.output().token_scores(), response);
@@ -312,6 +324,10 @@ absl::Status ReportServiceImpl::generate(const ServedModel& served, grpc::Server
   if (model.info.untrained) {
     warnings.push_back("UNTRAINED model (random weights): this text is not a report");
   }
+  const double warn_below = options_.study.consistency_warn_below;
+  if (pipeline::consistency_is_low(result.hypothesis.consistency, warn_below)) {
+    warnings.push_back(pipeline::kLowConsistencyWarning);
+  }
   for (auto& w : warnings) response->add_warnings(std::move(w));
   response->set_request_id(request.request_id());
   if (request.output().dicom_sr() || request.output().findings_sr()) {
@@ -324,6 +340,8 @@ absl::Status ReportServiceImpl::generate(const ServedModel& served, grpc::Server
     fhir.text = response->report();
     fhir.model = {model.info.name, model.info.version, model.info.digest, options_.sr.manufacturer,
                   model.info.untrained};
+    fhir.consistency = result.hypothesis.consistency;
+    fhir.consistency_warn_below = warn_below;
     CMN_ASSIGN_OR_RETURN(std::string json, pipeline::write_fhir_report(fhir));
     response->set_fhir(std::move(json));
   }
@@ -348,6 +366,8 @@ absl::Status ReportServiceImpl::fill_dicom_sr(const ServedModel& served, const p
   sr.model_version = info.version;
   sr.model_digest = info.digest;  // a retrained model is a new Device UID
   sr.untrained = info.untrained;
+  if (response->has_consistency()) sr.consistency = response->consistency();
+  sr.consistency_warn_below = options_.study.consistency_warn_below;
   const v1::DecodingSettings& d = response->decoding();
   sr.algorithm_parameters = {absl::StrCat("method=", v1::DecodingMethod_Name(d.method())),
                              absl::StrCat("beam_size=", d.beam_size()), absl::StrCat("max_length=", d.max_length()),

@@ -115,6 +115,30 @@ TEST_F(FhirReportTest, ReportCarriesStudyModelTextAndStatus) {
   EXPECT_EQ((*contained(r, "text"))["valueString"], kText);
 }
 
+TEST_F(FhirReportTest, ConsistencyIsAnExtensionAndALowOneANoteOnTheText) {
+  // No score: neither.
+  const json plain = write_valid(input());
+  EXPECT_FALSE(plain.contains("extension"));
+  EXPECT_FALSE(contained(plain, "text")->contains("note"));
+  auto in = input();
+  in.consistency = 0.87349;
+  in.consistency_warn_below = 0.5;
+  const json high = write_valid(in);
+  ASSERT_EQ(high["extension"].size(), 1u) << high.dump(2);
+  EXPECT_EQ(high["extension"][0]["url"], kFhirConsistencyExtension);
+  EXPECT_DOUBLE_EQ(high["extension"][0]["valueDecimal"].get<double>(), 0.873);
+  EXPECT_FALSE(contained(high, "text")->contains("note"));
+  in.consistency = 0.2;
+  const json low = write_valid(in);
+  EXPECT_DOUBLE_EQ(low["extension"][0]["valueDecimal"].get<double>(), 0.2);
+  const json* text = contained(low, "text");
+  ASSERT_TRUE(text->contains("note")) << low.dump(2);
+  EXPECT_NE((*text)["note"][0]["text"].get<std::string>().find("low image-text consistency: review first"),
+            std::string::npos);
+  // The extension is not part of what identifies the report: the same text is the same report.
+  EXPECT_EQ(high["identifier"], plain["identifier"]);
+}
+
 TEST_F(FhirReportTest, StatedObservationsAreCodedAndOnlyPresentOnesConcluded) {
   const json r = write_valid(input());
   // What the labeler says the text states, and what the report says.

@@ -164,6 +164,33 @@ TEST(DicomSrTest, TextFlagsAndUidsRoundTrip) {
   EXPECT_EQ(cmn::testing::sr_validator_problems({*bytes}, "TID_2000", {study[0], study[1]}), "");
 }
 
+TEST(DicomSrTest, ConsistencyIsASecondSummaryItemAndWarnsUnderTheThreshold) {
+  const auto study = one_study();
+  pipeline::SrOptions options = test_options();
+  // No score (a model without the alignment head): no item at all.
+  auto none = pipeline::read_report_sr(*pipeline::write_report_sr({study[0]}, kSentences, options));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->consistency_statement, "");
+  options.consistency = 0.8734;
+  options.consistency_warn_below = 0.5;
+  auto high = pipeline::write_report_sr({study[0]}, kSentences, options);
+  ASSERT_TRUE(high.ok()) << high.status();
+  auto sr = pipeline::read_report_sr(*high);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  EXPECT_EQ(sr->consistency_statement,
+            "Image-report consistency 0.873 (the model's probability that this draft matches the images)");
+  EXPECT_NE(sr->draft_statement.find("NOT VERIFIED"), std::string::npos);  // the statement stays first
+  EXPECT_EQ(sr->findings, kSentences);
+  options.consistency = 0.21;
+  auto low = pipeline::write_report_sr({study[0]}, kSentences, options);
+  ASSERT_TRUE(low.ok()) << low.status();
+  EXPECT_EQ(pipeline::read_report_sr(*low)->consistency_statement,
+            "Image-report consistency 0.210 (the model's probability that this draft matches the images); "
+            "low image-text consistency: review first");
+  // Both still TID 2000 as PixelMed and dciodvfy read it.
+  EXPECT_EQ(cmn::testing::sr_validator_problems({*high, *low}, "TID_2000", {study[0]}), "");
+}
+
 TEST(DicomSrTest, CopiesPatientAndStudyModulesFromTheSource) {
   const auto study = one_study();
   auto bytes = pipeline::write_report_sr({study[1]}, kSentences, test_options());

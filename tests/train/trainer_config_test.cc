@@ -67,6 +67,30 @@ TEST(TrainConfigTest, BadValuesAreErrorsNamingTheKey) {
   EXPECT_NE(error_of("", {"trainer.device=cuda:x"}).find("trainer.device"), std::string::npos);
 }
 
+TEST(TrainConfigTest, AlignmentIsOffByDefaultAndItsSettingsMustAgreeWithTheModel) {
+  auto c = parse_train_config("", "empty.yaml");
+  EXPECT_EQ(c.model.align_queries, 0);
+  EXPECT_FALSE(c.align.active());
+  EXPECT_FALSE(c.align.retrieval_index);
+  c = parse_train_config("model:\n  align_queries: 32\nalign:\n  pretrain_epochs: 2\n  itm_weight: 0.5\n", "a.yaml",
+                         {"trainer.epochs=5", "align.retrieval_index=true"});
+  EXPECT_EQ(c.model.align_queries, 32);
+  EXPECT_EQ(c.align.pretrain_epochs, 2);
+  EXPECT_EQ(c.align.itm_weight, 0.5);
+  EXPECT_TRUE(c.align.retrieval_index);
+  // Losses for a head the model does not have, a head nothing trains, no epoch left for the reports.
+  EXPECT_NE(error_of("", {"align.itc_weight=1"}).find("model.align_queries"), std::string::npos);
+  EXPECT_NE(error_of("", {"align.retrieval_index=true"}).find("model.align_queries"), std::string::npos);
+  EXPECT_NE(error_of("", {"model.align_queries=8"}).find("nothing trains the head"), std::string::npos);
+  EXPECT_NE(error_of("", {"model.align_queries=8", "align.pretrain_epochs=3", "trainer.epochs=3"})
+                .find("no report-generation epoch"), std::string::npos);
+  EXPECT_NE(error_of("", {"align.itm_weight=-1"}).find("align.pretrain_epochs, itc_weight and itm_weight"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"model.align_queries=-1"}).find("align_queries"), std::string::npos);
+  // Scoring a checkpoint that has the head trains nothing, and needs no align settings.
+  EXPECT_NO_THROW(parse_train_config("", "t.yaml", {"model.align_queries=8", "trainer.run_type=test"}));
+}
+
 TEST(TrainConfigTest, ShippedRecipesCarryThePublishedValues) {
   auto iu = load_train_config(config_file("iu_xray.yaml"));
   EXPECT_EQ(iu.model.dataset_name, "iu_xray");

@@ -133,6 +133,50 @@ TEST_F(TrainRunTest, TrainsEvaluatesCheckpointsWritesBundleAndResumes) {
   EXPECT_EQ(count_lines(run / "metrics.jsonl"), 3);
 }
 
+TEST_F(TrainRunTest, AlignmentTrainsResumesAndShipsItsIndex) {
+  // Issue 14: a pre-training epoch (ITC + ITM only), then the losses beside the cross-entropy; resume brings the
+  // head's weights and optimiser moments back; the bundle carries the head and the training reports' index.
+  auto with_align = [&](int epochs) {
+    auto o = overrides(epochs);
+    for (const char* a : {"model.align_queries=4", "model.align_dim=16", "align.pretrain_epochs=1",
+                          "align.itc_weight=0.5", "align.itm_weight=0.5", "align.retrieval_index=true"}) {
+      o.push_back(a);
+    }
+    return parse_train_config("", "tiny.yaml", o);
+  };
+  {
+    Trainer trainer(with_align(2));
+    trainer.run();
+    ASSERT_EQ(trainer.history().size(), 2u);
+    EXPECT_FALSE(trainer.history()[0].values.count("val_loss")) << "a pre-training epoch evaluates nothing";
+    EXPECT_TRUE(trainer.history()[1].values.count("val_loss"));
+    for (const auto& h : trainer.history()) EXPECT_TRUE(std::isfinite(h.values.at("train_itm")));
+  }
+  const auto ckpt = model::read_checkpoint((dir_ / "run" / "current_checkpoint.pth").string());
+  size_t align_keys = 0;
+  for (const auto& [name, tensor] : ckpt.state_dict) align_keys += name.rfind("alignment.", 0) == 0;
+  EXPECT_GT(align_keys, 10u);
+  auto bundle = pipeline::load_bundle((dir_ / "bundle").string());
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_EQ(bundle->info.config.align_queries, 4);
+  EXPECT_EQ(bundle->info.config.align_index_size, 2);  // the two distinct training reports
+  EXPECT_TRUE(bundle->model->alignment->has_index());
+
+  auto config3 = with_align(3);
+  config3.trainer.resume = (dir_ / "run").string();
+  Trainer resumed(config3);
+  EXPECT_EQ(resumed.start_epoch(), 3);
+  const auto state = model::module_state_dict(*resumed.model());
+  for (const auto& [name, tensor] : ckpt.state_dict) {
+    if (name.rfind("alignment.", 0) != 0) continue;
+    auto it = std::find_if(state.begin(), state.end(), [&](const auto& kv) { return kv.first == name; });
+    ASSERT_NE(it, state.end()) << name;
+    EXPECT_TRUE(torch::equal(it->second, tensor)) << name;
+  }
+  resumed.run();
+  EXPECT_EQ(resumed.history().size(), 3u);
+}
+
 TEST_F(TrainRunTest, KillNineLosesAtMostTheCurrentEpoch) {
   const std::string binary = std::string(CMN_BINARY_DIR) + "/train/trainer/cmn-train";
   if (!fs::exists(binary)) GTEST_SKIP() << "cmn-train not built (" << binary << ")";

@@ -13,7 +13,9 @@
 // "CE_uncertain" naming the uncertainty policy. --res-labels/--gts-labels score two CheXpert-format label files
 // (e.g. from the original labeler) as R2GenCMN's compute_ce.py: F1_MACRO, ..., AUCROC_<observation>, with
 // "uncertain" naming the policy; an AUROC undefined (one class in the references) is null. --phantom-findings
-// (with --clinical) adds the phantom benchmark's six findings as CE_phantom_*.
+// (with --clinical) adds the phantom benchmark's six findings as CE_phantom_*. --consistency [--worst K] adds
+// "consistency" (eval_consistency.h): the predictions' image-report consistency summarised, its worst drafts, and
+// with --clinical how well it ranks drafts with right labels above wrong ones.
 // Exit codes: 0 ok, 1 bad input (one line on stderr naming it), 2 bad command line.
 #include <CLI/CLI.hpp>
 
@@ -34,6 +36,7 @@
 #include "cmn/metrics/references.h"
 #include "cmn/model/tokenizer.h"
 #include "cmn/pipeline/annotation.h"
+#include "eval_consistency.h"
 
 namespace {
 
@@ -124,6 +127,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"zeros", "ones"}))
       ->capture_default_str();
   app.add_flag("--uncertain-positive", uncertain_positive, "the same as --uncertain ones");
+  bool consistency = false;
+  size_t worst = 10;
+  app.add_flag("--consistency", consistency,
+               "also summarise the predictions' image-report consistency (issue 14): mean, the --worst lowest drafts, "
+               "and with --clinical the ROC AUC with which it ranks drafts whose labels match the reference above "
+               "those whose labels do not");
+  app.add_option("--worst", worst, "with --consistency: how many of the lowest drafts to list")->capture_default_str();
   bool phantom_findings = false;
   app.add_flag("--phantom-findings", phantom_findings,
                "with --clinical: also CE on the phantom benchmark's six findings (cmn/metrics/labels.h) as "
@@ -181,6 +191,7 @@ int main(int argc, char** argv) {
   std::ifstream in(predictions_path, std::ios::binary);
   if (!in) return fail("cannot open predictions file " + predictions_path);
   std::vector<std::string> hypothesis(studies.size());
+  std::vector<double> consistency_of(studies.size(), 0.0);
   std::vector<bool> seen(studies.size(), false);
   std::string line;
   for (std::size_t line_no = 1; std::getline(in, line); ++line_no) {
@@ -203,6 +214,12 @@ int main(int argc, char** argv) {
     if (seen[it->second]) return fail(where + ": duplicate prediction for id '" + id + "'");
     seen[it->second] = true;
     hypothesis[it->second] = j["report"].get<std::string>();
+    if (consistency) {
+      if (!j.contains("consistency") || !j["consistency"].is_number()) {
+        return fail(where + ": no \"consistency\" number (was the model trained with an alignment head?)");
+      }
+      consistency_of[it->second] = j["consistency"].get<double>();
+    }
   }
   if (in.bad()) return fail("cannot read predictions file " + predictions_path);
   for (std::size_t i = 0; i < studies.size(); ++i) {
@@ -241,6 +258,13 @@ int main(int argc, char** argv) {
         out["CE_phantom_" + name.substr(3)] = value;
       }
     }
+  }
+  if (consistency) {
+    std::vector<cmn::eval::ScoredDraft> drafts;
+    for (std::size_t i = 0; i < studies.size(); ++i) {
+      drafts.push_back({studies[i].id, hypothesis[i], consistency_of[i], examples[i].references.front()});
+    }
+    out["consistency"] = cmn::eval::consistency_summary(drafts, worst, clinical, phantom_findings);
   }
   std::cout << out.dump() << std::endl;
   return 0;

@@ -19,6 +19,7 @@
 #include "batch_internal.h"
 #include "cmn/batch/batch.h"
 #include "cmn/pipeline/attention.h"
+#include "cmn/pipeline/consistency.h"
 
 namespace cmn::batch {
 namespace {
@@ -189,6 +190,43 @@ class Progress {
   int64_t last_count_ = -1;
 };
 
+// --score-reports: the given reports of the decoded studies, scored in one pass; each line gets the report, its
+// token and summed log-probs and (with an alignment head) its consistency, marked "scored".
+void score_given_reports(ReportGenerator& generator, const BatchOptions& options, const std::vector<BatchStudy>& studies,
+                         size_t first, const std::vector<size_t>& decoded,
+                         const std::vector<std::vector<preprocessing::FloatImage>>& images, std::vector<Prepared>& prepared,
+                         std::vector<absl::Status>& status) {
+  std::vector<std::vector<preprocessing::FloatImage>> given_images;
+  std::vector<std::string> given;
+  std::vector<size_t> rows;  // index into `prepared`
+  for (size_t k = 0; k < decoded.size(); ++k) {
+    const auto it = options.score_reports->find(studies[first + decoded[k]].key);
+    if (it == options.score_reports->end()) {
+      status[decoded[k]] = absl::NotFoundError("no report for this study in --score-reports");
+      continue;
+    }
+    given_images.push_back(images[k]);
+    given.push_back(it->second);
+    rows.push_back(decoded[k]);
+  }
+  const auto scored = generator.score_images(given_images, given, options.generator);
+  for (size_t k = 0; k < rows.size(); ++k) {
+    if (!scored[k].ok()) {
+      status[rows[k]] = scored[k].status();
+      continue;
+    }
+    auto& line = prepared[rows[k]].line;
+    line["scored"] = true;
+    line["report"] = given[k];
+    line["log_prob"] = scored[k]->log_prob;
+    line["token_log_probs"] = scored[k]->token_log_probs;
+    if (scored[k]->consistency) line["consistency"] = *scored[k]->consistency;
+    if (pipeline::consistency_is_low(scored[k]->consistency, options.consistency_warn_below)) {
+      line["consistency_warning"] = pipeline::kLowConsistencyWarning;
+    }
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<BatchSummary> run_batch(ReportGenerator& generator, const std::vector<BatchStudy>& studies,
@@ -241,9 +279,14 @@ absl::StatusOr<BatchSummary> run_batch(ReportGenerator& generator, const std::ve
       decoded.push_back(i);
       images.push_back(std::move(prepared[i].images));
     }
-    auto results = generator.generate_images(images, gen);
     std::vector<absl::Status> status(prepared.size());
     for (size_t i = 0; i < prepared.size(); ++i) status[i] = prepared[i].status;
+    if (options.score_reports != nullptr) {
+      score_given_reports(generator, options, studies, index, decoded, images, prepared, status);
+      images.clear();
+      decoded.clear();  // nothing left to generate
+    }
+    auto results = generator.generate_images(images, gen);
     for (size_t k = 0; k < decoded.size(); ++k) {
       auto& p = prepared[decoded[k]];
       const auto& r = results[k];
@@ -254,6 +297,15 @@ absl::StatusOr<BatchSummary> run_batch(ReportGenerator& generator, const std::ve
       p.line["report"] = r->report;
       p.line["token_ids"] = r->token_ids;
       p.line["log_prob"] = r->log_prob;
+      if (r->consistency) p.line["consistency"] = *r->consistency;  // absent without an alignment head
+      if (pipeline::consistency_is_low(r->consistency, options.consistency_warn_below)) {
+        p.line["consistency_warning"] = pipeline::kLowConsistencyWarning;
+      }
+      if (gen.similar > 0) {
+        auto similar = nlohmann::json::array();
+        for (const auto& f : r->similar) similar.push_back({{"report", f.report}, {"similarity", f.similarity}});
+        p.line["similar"] = std::move(similar);
+      }
       p.line["timings"] = {{"read_s", p.read_s}, {"preprocess_s", r->times.preprocess_s},
                            {"visual_s", r->times.visual_s}, {"encode_s", r->times.encode_s},
                            {"decode_s", r->times.decode_s}};

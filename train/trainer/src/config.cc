@@ -94,6 +94,13 @@ void visit(V& v, TrainConfig& c) {
     s("temperature", c.scst.temperature);
     s("max_length", c.scst.max_length);
   });
+  v.section("align", [&](auto& s) {
+    s("pretrain_epochs", c.align.pretrain_epochs);
+    s("itc_weight", c.align.itc_weight);
+    s("itm_weight", c.align.itm_weight);
+    s("retrieval_index", c.align.retrieval_index);
+    s("label_positives", c.align.label_positives);
+  });
   v.section("scheduler", [&](auto& s) {
     s("type", c.scheduler.type);
     s("step_size", c.scheduler.step_size);
@@ -140,6 +147,17 @@ void validate(const TrainConfig& c) {
   TORCH_CHECK(c.scst.temperature > 0, s, ": scst.temperature must be > 0, got ", c.scst.temperature);
   TORCH_CHECK(c.scst.max_length >= 0, s, ": scst.max_length must be >= 0 (0 = model.max_seq_length), got ",
               c.scst.max_length);
+  TORCH_CHECK(c.align.pretrain_epochs >= 0 && c.align.itc_weight >= 0 && c.align.itm_weight >= 0, s,
+              ": align.pretrain_epochs, itc_weight and itm_weight must be >= 0");
+  TORCH_CHECK(!c.align.active() || c.model.align_queries > 0, s,
+              ": align.* trains the alignment head, but the model has none: set model.align_queries (e.g. 32)");
+  TORCH_CHECK(!c.align.retrieval_index || c.model.align_queries > 0, s,
+              ": align.retrieval_index stores ITC embeddings, but the model has no alignment head (model.align_queries)");
+  const bool scoring = c.trainer.run_type == "val" || c.trainer.run_type == "test";
+  TORCH_CHECK(c.model.align_queries == 0 || c.align.active() || scoring, s, ": model.align_queries is ", c.model.align_queries,
+              " but nothing trains the head: set align.pretrain_epochs, align.itc_weight or align.itm_weight");
+  TORCH_CHECK(c.align.pretrain_epochs < c.trainer.epochs || scoring, s, ": align.pretrain_epochs (", c.align.pretrain_epochs, ") leaves no report-generation epoch of ",
+              c.trainer.epochs);
   const std::set<std::string> schedulers = {"step", "inverse_sqrt", "none"};
   TORCH_CHECK(schedulers.count(c.scheduler.type), s, ": scheduler.type must be step, inverse_sqrt or none, got '",
               c.scheduler.type, "'");

@@ -193,6 +193,12 @@ double Trainer::train_epoch(int64_t epoch) {
   // SCST epochs: the loss is the self-critical policy gradient (scst.h) instead of cross-entropy.
   const bool scst = config_.scst.after_epoch > 0 && epoch > config_.scst.after_epoch;
   if (scst && epoch == config_.scst.after_epoch + 1) LOG(INFO) << "epoch " << epoch << ": self-critical training (CIDEr-D reward, greedy baseline)";
+  // Alignment (issue 14): its pre-training epochs train ITC + ITM alone; later cross-entropy epochs add them
+  // weighted; SCST epochs leave them out.
+  const bool align_only = align_pretraining(epoch);
+  const bool align_aux = !align_only && !scst && (config_.align.itc_weight > 0 || config_.align.itm_weight > 0);
+  if (align_only && epoch == 1) LOG(INFO) << "epochs 1.." << config_.align.pretrain_epochs << ": image-report alignment pre-training (ITC + ITM)";
+  align_stats_ = {};
   auto& data = loader("train");
   const FeatureCache* cache = cached ? &features("train") : nullptr;
   std::vector<int64_t> order;  // cached: rows of the cache in this epoch's order, a function of (seed, epoch)
@@ -222,8 +228,8 @@ double Trainer::train_epoch(int64_t epoch) {
   double total = 0.0;
   int64_t step = 0;
   while (step < steps) {
-    torch::Tensor log_probs, targets, masks;
-    torch::Tensor att;              // [B,V*49,d_vf] patch features (SCST epochs)
+    torch::Tensor targets, masks;
+    torch::Tensor att;              // [B,V*49,d_vf] patch features
     std::vector<int64_t> examples;  // loader example of each study of the batch
     if (cached) {
       const auto first = order.begin() + step * batch_size;
@@ -232,7 +238,6 @@ double Trainer::train_epoch(int64_t epoch) {
       for (int64_t r : rows) examples.push_back(cache->example[static_cast<size_t>(r)]);
       att = cache->att.index_select(0, torch::tensor(rows, torch::kLong).to(device_));  // [B,V*49,d_vf]
       std::tie(targets, masks) = targets_for(data, examples);  // on device_
-      if (!scst) log_probs = model_->encoder_decoder->forward(att, targets);  // [B,L-1,V+1]
     } else {
       auto batch = data.next();
       if (!batch) break;
@@ -240,15 +245,24 @@ double Trainer::train_epoch(int64_t epoch) {
       targets = batch->targets.to(device_);
       masks = batch->masks.to(device_);
       const auto images = batch->images.to(device_);  // [B,V,3,H,W]
-      if (scst) {
-        att = model_->extract(images).att;  // [B,V*49,d_vf], with the trunk's gradient when it trains
-        examples = batch->indices;
-      } else {
-        log_probs = model_->forward(images, targets);  // [B,L-1,V+1]
-      }
+      att = model_->extract(images).att;  // [B,V*49,d_vf], with the trunk's gradient when it trains
+      examples = batch->indices;
     }
-    auto loss = scst ? scst_batch(att, examples, epoch, step)
-                     : language_model_loss(log_probs, targets, masks, config_.loss);
+    torch::Tensor loss;
+    if (scst) {
+      loss = scst_batch(att, examples, epoch, step);
+    } else {
+      const auto memory = model_->encoder_decoder->encode(att);  // [B,S,d]
+      if (!align_only) {  // R2GenCMN's forward: encoder, then the teacher-forced decoder over the same memory
+        const auto log_probs = model_->encoder_decoder->teacher_forced(memory, targets);  // [B,L-1,V+1]
+        loss = language_model_loss(log_probs, targets, masks, config_.loss);
+      }
+      if (align_only || align_aux) loss = add_alignment_loss(loss, memory, targets, examples, align_only);
+    }
+    if (!loss.defined()) {  // an alignment-only batch of one study: no in-batch negative to learn from
+      ++step;
+      continue;
+    }
     optimizer_->zero_grad();
     loss.backward();
     if (data_parallel_) data_parallel_->average_gradients(*model_);  // before clipping, as DDP
@@ -358,7 +372,9 @@ void Trainer::run() {
     log.epoch = epoch;
     log.lrs = scheduler_->current_lrs();
     log.train_loss = train_epoch(epoch);
-    for (const auto& split : splits) {
+    add_alignment_log(log);
+    // Alignment pre-training epochs have not trained the decoder: nothing to evaluate or select yet.
+    for (const auto& split : align_pretraining(epoch) ? std::vector<std::string>{} : splits) {
       auto r = evaluate(split);
       write_predictions(r);
       log.values[split + "_loss"] = r.loss;
@@ -366,7 +382,9 @@ void Trainer::run() {
     }
     scheduler_->step_epoch();  // lr_scheduler.step() at the end of _train_epoch
     bool best = false;
-    if (t.run_type == "train_val") {
+    if (align_pretraining(epoch)) {
+      // neither best nor a patience epoch
+    } else if (t.run_type == "train_val") {
       best = true;
     } else {
       auto it = log.values.find("val_" + t.monitor_metric);

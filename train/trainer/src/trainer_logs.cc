@@ -88,18 +88,31 @@ void Trainer::write_plot() {
         auto it = h.values.find(k);
         return it == h.values.end() || !std::isfinite(it->second) ? std::string("NaN") : std::to_string(it->second);
       };
-      data << h.epoch << " " << h.train_loss << " " << get("val_BLEU_4") << " " << get("val_CIDEr") << "\n";
+      data << h.epoch << " " << h.train_loss << " " << get("val_BLEU_4") << " " << get("val_CIDEr") << " "
+           << get("train_itc") << " " << get("train_itm") << "\n";
     }
   }
   // Drawn to a temporary file that durable_write.h renames: a reader never sees a half-written PNG.
   const std::string error = durable::replace_file(dir + "/loss.png", [&](const std::string& tmp) -> std::string {
     {
       std::ofstream gp(dir + "/plot.gp");
+      // A series is drawn once it has a value: gnuplot fails on a series of NaN only (an alignment pre-training
+      // epoch has no val scores yet; a run without alignment has no ITC / ITM).
+      auto any = [&](const char* key) {
+        for (const auto& h : history_) {
+          auto it = h.values.find(key);
+          if (it != h.values.end() && std::isfinite(it->second)) return true;
+        }
+        return false;
+      };
       gp << "set terminal pngcairo size 900,500\nset output '" << tmp << "'\n"
          << "set xlabel 'epoch'\nset ylabel 'train loss'\nset y2label 'val score'\nset y2tics\nset key outside\n"
-         << "plot '" << dir << "/plot.dat' using 1:2 with linespoints title 'train loss', "
-         << "'' using 1:3 axes x1y2 with linespoints title 'val BLEU-4', "
-         << "'' using 1:4 axes x1y2 with linespoints title 'val CIDEr'\n";
+         << "plot '" << dir << "/plot.dat' using 1:2 with linespoints title 'train loss'";
+      if (any("val_BLEU_4")) gp << ", '' using 1:3 axes x1y2 with linespoints title 'val BLEU-4'";
+      if (any("val_CIDEr")) gp << ", '' using 1:4 axes x1y2 with linespoints title 'val CIDEr'";
+      if (any("train_itc")) gp << ", '' using 1:5 with linespoints title 'train ITC'";
+      if (any("train_itm")) gp << ", '' using 1:6 with linespoints title 'train ITM'";
+      gp << "\n";
     }
     const std::string cmd = "gnuplot '" + dir + "/plot.gp' >/dev/null 2>&1";
     if (std::system(cmd.c_str()) != 0) return "gnuplot failed";
@@ -118,6 +131,7 @@ void Trainer::write_bundle_dir() {
     model::load_state_dict(*model_, ckpt.state_dict);
     model_->reset_inference_cache();
   }
+  if (config_.align.retrieval_index) build_retrieval_index();
   pipeline::BundleInfo meta;
   meta.name = t.bundle_name;
   meta.version = "epoch-" + std::to_string(history_.empty() ? 0 : history_.back().epoch);

@@ -10,6 +10,7 @@
 // key/value projections) that it fills on first use. On the CPU a replica shares the Model's weights.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,13 @@ struct TokenAttention {
 struct StudyOptions {
   bool attention = false;  // fill StudyResult::attention
   bool progress = false;   // StepObserver::on_stable_tokens for this study
+  int64_t similar = 0;     // fill StudyResult::similar with this many stored reports (needs a retrieval index)
+};
+
+// A training report from the model's retrieval index (model/alignment.h), for "similar prior cases".
+struct SimilarReport {
+  std::vector<int64_t> ids;    // its token ids
+  double similarity = 0.0;     // ITC cosine similarity to the study (best query)
 };
 
 struct StudyResult {
@@ -51,6 +59,17 @@ struct StudyResult {
   std::vector<float> token_log_probs;    // log-prob of each id in `ids`
   double score = 0.0;                    // beam: the (penalised) summed log-prob; else the sum of the above
   TokenAttention attention;              // only with StudyOptions::attention
+  // ITM probability that the report matches the study's images (model/alignment.h); absent when the model has
+  // no alignment head: never a made-up value.
+  std::optional<double> consistency;
+  std::vector<SimilarReport> similar;    // only with StudyOptions::similar, best first
+};
+
+// A given report scored against a study (Replica::score): what the model thinks of a text it did not write.
+struct ScoredReport {
+  std::vector<float> token_log_probs;    // teacher-forced log-prob of each given id, then of the end token
+  double log_prob = 0.0;                 // their sum
+  std::optional<double> consistency;     // as StudyResult::consistency
 };
 
 struct BatchResult {
@@ -93,6 +112,11 @@ class Replica {
   // The same from a ready batch: images [B, V, 3, H, W] on any device.
   absl::StatusOr<BatchResult> run(const at::Tensor& images, const model::DecodingOptions& decoding,
                                   const std::vector<StudyOptions>& options = {}, StepObserver* observer = nullptr);
+  // Scores given reports instead of writing them (CTranslate2's "score"): reports[b] = token ids of study b's
+  // report (the tokenizer's encode; no bos, no end token). One visual + encoder pass and one teacher-forced
+  // decoder pass. Errors as run(); a report longer than the model's positions is InvalidArgument.
+  absl::StatusOr<std::vector<ScoredReport>> score(const std::vector<std::vector<preprocessing::FloatImage>>& studies,
+                                                  const std::vector<std::vector<int64_t>>& reports);
 
  private:
   friend class Flight;  // the in-flight decode loop (flight.h) runs on the replica's network

@@ -24,6 +24,14 @@ struct ModelConfig {
   int64_t views = 0;            // images per study, 1..4; 0 = dataset default (iu_xray 2, mimic_cxr 1)
   std::string dataset_name = "iu_xray";  // selects the cleaning rule and the default view count
   int64_t threshold = 3;        // vocabulary count threshold
+  // Image-report alignment head (alignment.h, issue 14). 0 queries = none: the published checkpoints have none.
+  int64_t align_queries = 0;    // learned query tokens (BLIP-2: 32)
+  int64_t align_layers = 1;     // layers of each of its three stacks (queries, text, matching)
+  int64_t align_dim = 128;      // width of the shared contrastive space
+  // Retrieval index (issue 14 item 5): ITC embeddings and token ids of N training reports, stored as buffers of
+  // the alignment head; set by cmn-train (align.retrieval_index), never by hand. 0 = no index.
+  int64_t align_index_size = 0;    // N reports
+  int64_t align_index_length = 0;  // T: tokens per stored report (0-padded)
 
   // --- decoding defaults ---
   int64_t max_seq_length = 60;  // generated tokens at most (the trailing 0 included)

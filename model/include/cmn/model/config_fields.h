@@ -40,6 +40,11 @@ void visit_architecture(V& v, ModelConfig& c) {
   v("views", c.views, kAllFormats);
   v("dataset_name", c.dataset_name, kAllFormats);
   v("threshold", c.threshold, kAllFormats);
+  v("align_queries", c.align_queries, kBundleYaml | kTrainRecipe);
+  v("align_layers", c.align_layers, kBundleYaml | kTrainRecipe);
+  v("align_dim", c.align_dim, kBundleYaml | kTrainRecipe);
+  v("align_index_size", c.align_index_size, kBundleYaml);  // the trainer sets these when it writes the index
+  v("align_index_length", c.align_index_length, kBundleYaml);
 }
 
 // Decoding defaults (model.yaml `decoding:`).

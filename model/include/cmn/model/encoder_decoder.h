@@ -73,6 +73,9 @@ class BaseCMNImpl : public torch::nn::Module {
   // --- teacher forcing (training, evaluation of the likelihood) ---
   // att_feats [B,S,d_vf], seq [B,L] (0, w1..wn, 0, pad 0...) -> log-probs [B,L-1,V+1] of seq[:,1:]
   torch::Tensor forward(const torch::Tensor& att_feats, const torch::Tensor& seq);
+  // The decoder half of forward: memory [B,S,d] (encode's), seq [B,L] -> log-probs [B,L-1,V+1] (alignment
+  // training reads the memory too; scoring a given report reuses a pass's memory).
+  torch::Tensor teacher_forced(const torch::Tensor& memory, const torch::Tensor& seq);
   // The decoder's cross-attention (src_attn, heads averaged) when it reads `input` [B,T] (bos, then the tokens
   // chosen; 0 after a study's end is padding) over `memory` [B,S,d], all positions in one causal pass, no logits:
   // -> [layers,B,T,S]. Eval mode only (attention dropout off, as in decoding).

@@ -2,11 +2,13 @@
 // BaseCMNModel (models/models.py): visual_extractor + encoder_decoder, the whole R2GenCMN network.
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
+#include "cmn/model/alignment.h"
 #include "cmn/model/config.h"
 #include "cmn/model/decoding.h"
 #include "cmn/model/encoder_decoder.h"
@@ -51,6 +53,15 @@ class R2GenCMNImpl : public torch::nn::Module {
   // infer(images, options).decoded
   DecodeResult generate(const torch::Tensor& images, const DecodingOptions& options);
 
+  // Teacher-forced scoring of given reports (no search): images [B,V,3,H,W], reports[b] = token ids (no bos, no
+  // end token) -> per study the log-prob of each id and then of the end token, and the consistency (nullopt
+  // without an alignment head). Inference mode is the caller's job.
+  struct ReportScore {
+    std::vector<float> token_log_probs;
+    std::optional<double> consistency;
+  };
+  std::vector<ReportScore> score_reports(const torch::Tensor& images, const std::vector<std::vector<int64_t>>& reports);
+
   // Forget weight-derived caches (folded batch norm, memory projections): call after changing weights.
   void reset_inference_cache();
   // Inference precision (precision.h): rebuilds the trunk's folded weights and every Linear's derived copy from
@@ -61,8 +72,17 @@ class R2GenCMNImpl : public torch::nn::Module {
 
   const ModelConfig& config() const { return config_; }
 
+  // ITM probability that each report matches its study (alignment.h), from the encoder memory [B,S,d] the pass
+  // kept; nullopt when the model has no alignment head (a published checkpoint, a bundle trained without it).
+  std::optional<std::vector<double>> consistency(const torch::Tensor& memory,
+                                                 const std::vector<std::vector<int64_t>>& reports);
+  bool has_alignment() const { return !alignment.is_empty(); }
+  // The retrieval index (alignment.h): stored in the weights, its size in the config (align_index_*).
+  void set_retrieval_index(const torch::Tensor& embeddings, const torch::Tensor& tokens);
+
   VisualExtractor visual_extractor{nullptr};
   BaseCMN encoder_decoder{nullptr};
+  Alignment alignment{nullptr};  // "alignment.*", only with config.align_queries > 0
 
  private:
   ModelConfig config_;

@@ -72,6 +72,7 @@ struct InitUntrainedOptions {
   int threshold = 3;                   // annotation_json only: vocabulary count threshold
   std::string weights_dtype = "float16";  // random weights lose nothing that matters; halves the file
   bool overwrite = false;              // see WriteBundleOptions
+  int64_t align_queries = 0;           // > 0: with an (untrained) alignment head, so consistency is computed
 };
 
 // A randomly initialised R2GenCMN (published architecture, ModelConfig defaults) as a bundle marked

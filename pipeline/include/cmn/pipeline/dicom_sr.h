@@ -14,6 +14,7 @@
 //     HAS OBS CONTEXT  TEXT (121015, DCM, "Device Observer Model Name")     = "<model name> <version>"
 //     CONTAINS CONTAINER (121111, DCM, "Summary")    a CID 7001 section heading
 //       CONTAINS TEXT (121111, DCM, "Summary")  = the machine-draft statement (SrOptions::draft_statement)
+//       CONTAINS TEXT (121111, DCM, "Summary")  = the image-report consistency (SrOptions::consistency), when known
 //     CONTAINS CONTAINER (121070, DCM, "Findings")   a CID 7001 section heading
 //       CONTAINS TEXT (121071, DCM, "Finding")  one per sentence of the report, in order
 // Why a "Summary" section for the statement: TID 2002 allows only CID 7002 report elements in a section (no
@@ -34,6 +35,7 @@
 // used are named in the Coding Scheme Identification Sequence.
 // Evidence order is by (series UID, SOP instance UID) as DCMTK's reference list keeps it.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +69,11 @@ struct SrOptions {
   // The Summary item's text. "" = the default statement: a machine-generated draft, unverified, not for
   // diagnostic use, naming the model and version (and "UNTRAINED" when untrained).
   std::string draft_statement;
+  // The draft's image-report consistency (consistency.h); written as a second Summary TEXT item (121111) after the
+  // draft statement, with the low-consistency warning when below consistency_warn_below (> 0). nullopt: no item
+  // (a model without the alignment head).
+  std::optional<double> consistency;
+  double consistency_warn_below = 0.0;
 };
 
 // What an SR says, as read back by read_report_sr (tests, the PACS loop).
@@ -102,6 +109,7 @@ struct ReportSr {
   std::string device_observer_name;     // the model name
   std::vector<SrEquipment> contributing_equipment;  // (0018,A001): the IHE AIR algorithm identification
   std::string draft_statement;          // the Summary item
+  std::string consistency_statement;    // the second Summary item, when the draft had a consistency score
   std::vector<std::string> findings;    // the Finding items, in order
   std::vector<SrEvidence> evidence;     // Current Requested Procedure Evidence Sequence
   std::string text() const;             // findings joined with " " (equals the report text, see below)

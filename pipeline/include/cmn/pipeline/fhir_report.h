@@ -15,6 +15,7 @@
 //                                       observation is stated (R4's DiagnosticReport.performer cannot reference a
 //                                       Device; Observation.device can, as the DICOM SR -> FHIR mapping IG does
 //                                       for algorithm identification)
+//     extension   kFhirConsistencyExtension: valueDecimal = the image-report consistency, when the model has one
 //     identifier  urn:ietf:rfc:3986 urn:uuid:<SHA-256 of study UID, model digest and text, as a UUID>: the same
 //                 report of the same study by the same model gets the same identifier (conditional create)
 //     status      preliminary (a machine draft nobody has signed)
@@ -29,6 +30,7 @@
 //     presentedForm   text/plain; charset=utf-8, language en, base64 of the conclusion, title naming the model
 //   Not written (the integrator's): subject (Patient), encounter, basedOn (the order), performer /
 //   resultsInterpreter (who signs it), specimen, media.
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -52,7 +54,16 @@ struct FhirReportInput {
   std::string issued;              // FHIR instant, e.g. "2026-12-04T05:30:00Z"; "" = now (UTC)
   std::string effective;           // FHIR dateTime the report is about; "" = issued (the acquisition time is
                                    // not known to cmn; an integrator may replace it with the study's)
+  // The draft's image-report consistency (consistency.h), written as the DiagnosticReport extension
+  // kFhirConsistencyExtension (valueDecimal, 3 decimals); when below consistency_warn_below (> 0) the text
+  // Observation also gets a note with the low-consistency warning. nullopt: neither (no alignment head).
+  std::optional<double> consistency;
+  double consistency_warn_below = 0.0;
 };
+
+// The extension's canonical URL (a cmn-defined extension; no registry holds one for this yet).
+inline constexpr char kFhirConsistencyExtension[] =
+    "http://cmn.local/fhir/StructureDefinition/image-report-consistency";
 
 // The DiagnosticReport JSON (compact, UTF-8). InvalidArgument when the study UID is empty or not a DICOM UID,
 // or the model has no name.

@@ -4,6 +4,7 @@
 // one inference path every caller shares. Errors come back as absl::Status.
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,12 @@ struct StudyReport {
   std::vector<int64_t> token_ids;      // generated ids without the final 0
   double log_prob = 0.0;               // summed log-prob of the generated ids and the final 0 (if reached)
   double score = 0.0;                  // beam score (penalised when a length penalty is set)
+  std::optional<double> consistency;   // image-report consistency (ITM); absent without an alignment head
+  struct Similar {
+    std::string report;                // a training report from the bundle's retrieval index
+    double similarity = 0.0;           // ITC cosine similarity to the study
+  };
+  std::vector<Similar> similar;        // only with GeneratorOptions::similar, best first
   StageTimes times;                    // for the batch this study was decoded in
   // Only with GeneratorOptions::attention: the decoder's cross-attention (src_attn) of the decoding pass for
   // the chosen hypothesis, heads averaged: [layers, T, V*49], row t = the step that produced token_ids[t] (the
@@ -44,6 +51,8 @@ struct GeneratorOptions {
   // engine replays only the decoder over the chosen hypotheses (one row per study), over the batch's kept
   // encoder memory.
   bool attention = false;
+  // The K most similar training reports of the bundle's retrieval index (StudyReport::similar); 0 = none.
+  int64_t similar = 0;
 };
 
 class ReportGenerator {
@@ -63,11 +72,17 @@ class ReportGenerator {
   // times.preprocess_s is the time spent packing the batch into a tensor (decoding happened before).
   std::vector<absl::StatusOr<StudyReport>> generate_images(
       const std::vector<std::vector<preprocessing::FloatImage>>& studies, const GeneratorOptions& options);
+  // Scores given reports instead of writing them (cmn-generate --score-reports): studies as generate_images,
+  // reports[s] = study s's report text (the tokenizer's cleaning applies; words outside the vocabulary are
+  // <unk>). `options.batch_size` studies per pass; results in input order, a bad study fails alone.
+  std::vector<absl::StatusOr<engine::ScoredReport>> score_images(
+      const std::vector<std::vector<preprocessing::FloatImage>>& studies, const std::vector<std::string>& reports,
+      const GeneratorOptions& options);
   // images [B,V,3,224,224] already transformed -> one report per study.
   // With `attention`, each report carries token_attention (see StudyReport).
   absl::StatusOr<std::vector<StudyReport>> generate_tensor(const torch::Tensor& images,
                                                            const model::DecodingOptions& decoding,
-                                                           bool attention = false);
+                                                           bool attention = false, int64_t similar = 0);
 
   const ModelIdentity& identity() const { return replica_->model().identity(); }
   const model::Tokenizer& tokenizer() const { return replica_->model().tokenizer(); }

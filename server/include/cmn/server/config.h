@@ -78,6 +78,10 @@ struct StudyConfig {
   // Draft decoding: JPEG 2000 and 8-bit JPEG decoded at the smallest size still covering the model input
   // (preprocessing::DicomReadOptions::draft_min_side). Faster, not bit-exact; false = the exact path.
   bool draft_decode = false;
+  // Drafts whose image-report consistency (GenerateReportResponse.consistency) is below this get the warning
+  // "low image-text consistency: review first" (response, DICOM SR, FHIR). 0 = never; needs a model with an
+  // alignment head to mean anything (without one there is no score and no warning).
+  double consistency_warn_below = 0.0;
 };
 
 // `auth:` bearer tokens. Clients send "authorization: Bearer <token>"; the server keeps only hashes.

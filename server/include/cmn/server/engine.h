@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -82,6 +83,10 @@ struct JobControl {
   // that started before it finish on the old replica. Studies share the decode loop only with studies of the same
   // replica. Null: the engine's own (the one it was made with).
   std::shared_ptr<engine::Replica> replica;
+  // Score this report (token ids, no end token) instead of writing one (issue 14: GenerateReportRequest.
+  // score_report): one visual + encoder + teacher-forced pass on the worker, between two steps of the decode
+  // loop; JobResult::hypothesis holds the given ids + the end token, their log-probs and the consistency.
+  std::optional<std::vector<int64_t>> score_ids;
 };
 
 class Engine {
@@ -154,6 +159,8 @@ class Engine {
   // The waiting studies that join a running loop on `replica` with `live` studies in it: up to max_batch_size
   // in all, STAT studies up to stat_reserved_slots more.
   std::vector<std::shared_ptr<Job>> joiners_locked(const std::shared_ptr<engine::Replica>& replica, size_t live);
+  // Answers the scoring jobs among `joining` (JobControl::score_ids) on `replica`; returns the others.
+  std::vector<std::shared_ptr<Job>> score(engine::Replica& replica, std::vector<std::shared_ptr<Job>> joining);
   void join(engine::Flight& flight, const std::vector<std::shared_ptr<Job>>& joining,
             const std::function<void(int64_t)>& hook, std::vector<std::shared_ptr<Job>>* live);
   void step(engine::Flight& flight, const std::function<void(int64_t)>& hook, std::vector<std::shared_ptr<Job>>* live);

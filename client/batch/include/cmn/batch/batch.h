@@ -56,6 +56,10 @@ StudyList list_dicom_studies(const std::vector<std::string>& paths, const prepro
 // otherwise DICOM. Errors name the manifest line.
 absl::StatusOr<StudyList> list_manifest_studies(const std::string& manifest_path);
 
+// cmn-generate --score-reports: a JSONL file of {"id": key, "report": text}, keyed like the studies (an integer id
+// is its decimal text). Errors name the file and line: not JSON, no id or report, an id listed twice.
+absl::StatusOr<std::map<std::string, std::string>> read_given_reports(const std::string& path);
+
 // An annotation.json split: image_path entries are joined to `image_root`; the report becomes the reference.
 StudyList annotation_studies(const std::vector<AnnotationExample>& split, const std::string& image_root);
 
@@ -123,6 +127,11 @@ struct BatchOptions {
   bool read_ahead = true;                  // read/decode DICOM and images on a thread ahead of the model
   std::string attention_dir;               // non-empty: per-sentence attention PNGs in <dir>/<key>/
   std::string progress = "auto";           // auto (stderr is a terminal) | always | never
+  // A line whose consistency is below this (> 0) gets "consistency_warning" (cmn/pipeline/consistency.h).
+  double consistency_warn_below = 0.0;
+  // --score-reports: study key -> a given report. Set: each study's given report is scored (teacher-forced
+  // log-prob, consistency) instead of a draft being written; a study without one fails (NotFound).
+  const std::map<std::string, std::string>* score_reports = nullptr;
 };
 
 struct BatchSummary {

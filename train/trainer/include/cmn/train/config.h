@@ -59,6 +59,23 @@ struct TrainerConfig {
   std::string bundle_name = "cmn-trained";
 };
 
+// align.* (issue 14): training the image-report alignment head (model.align_queries > 0; cmn/model/alignment.h).
+// Off unless the model has the head. ITC + ITM as BLIP-2 (in-batch negatives, hard negatives for ITM mined from
+// the ITC similarities), either as a stage before report generation, or beside the cross-entropy, or both.
+struct AlignConfig {
+  int64_t pretrain_epochs = 0;         // the first N epochs train ITC + ITM only (no cross-entropy, no evaluation)
+  double itc_weight = 0.0;             // afterwards: loss = CE + itc_weight * ITC + itm_weight * ITM
+  double itm_weight = 0.0;
+  // Store the ITC embeddings of the training split's reports (each distinct report once) in the bundle, for
+  // cmn-generate --similar K ("similar prior cases"). Opt-in: the bundle then carries those reports' text.
+  bool retrieval_index = false;
+  // Studies whose reference reports state the same findings (cmn_metrics' labelers: CheXpert-14, U-zeros, and
+  // the phantom's six) are positives of each other in ITC and never ITM negatives: otherwise every rephrasing of
+  // the same findings is a false negative, and hard-negative mining picks exactly those (as MedCLIP argues).
+  bool label_positives = true;
+  bool active() const { return pretrain_epochs > 0 || itc_weight > 0 || itm_weight > 0; }
+};
+
 struct TrainConfig {
   model::ModelConfig model;            // architecture + decoding (R2GenCMN names); vocab_size from the tokenizer
   DropoutOptions dropout;              // model.dropout / drop_prob_lm / attention_dropout / memory_dropout
@@ -66,6 +83,7 @@ struct TrainConfig {
   OptimOptions optim;
   LossOptions loss;
   ScstOptions scst;                    // scst.*: self-critical fine-tuning after cross-entropy (off by default)
+  AlignConfig align;                   // align.*: image-report alignment losses (off by default)
   SchedulerOptions scheduler;
   TrainerConfig trainer;
   std::string source;                  // the YAML file it came from (for messages)

@@ -103,6 +103,26 @@ class Trainer {
   std::pair<torch::Tensor, torch::Tensor> targets_for(const DataLoader& data, const std::vector<int64_t>& examples) const;
   // SCST loss of one batch of patch features (CIDEr-D reward against the examples' references).
   torch::Tensor scst_batch(const torch::Tensor& att, const std::vector<int64_t>& examples, int64_t epoch, int64_t step);
+  // --- alignment (trainer_align.cc) ---
+  bool align_pretraining(int64_t epoch) const { return epoch <= config_.align.pretrain_epochs; }
+  // ITC + ITM of a batch (memory [B,S,d], targets [B,L]) added to `loss` with the align weights (or alone when
+  // `only`); undefined `loss` and B < 2 in pre-training: undefined (the batch is skipped).
+  torch::Tensor add_alignment_loss(const torch::Tensor& loss, const torch::Tensor& memory, const torch::Tensor& targets,
+                                   const std::vector<int64_t>& examples, bool only);
+  // [B,B] bool: the batch's studies (train loader examples) whose reference findings agree (align.label_positives);
+  // undefined when off or without cmn_metrics.
+  torch::Tensor same_findings(const std::vector<int64_t>& examples);
+  std::vector<std::vector<bool>> train_findings_;  // per train example: its reference's binary labels (lazily)
+  // train_itc, train_itm, train_itc_accuracy of the epoch (means over its batches) into log.values.
+  void add_alignment_log(EpochLog& log) const;
+  // align.retrieval_index: the training split's distinct reports, embedded (ITC), set on the model for the bundle.
+  void build_retrieval_index();
+  struct AlignStats {
+    double itc = 0, itm = 0, itc_accuracy = 0;
+    int64_t batches = 0;
+  };
+  AlignStats align_stats_;
+
   void write_epoch_log(const EpochLog& log);
   void write_plot();
   // <save_dir>/best.json: the selected epoch and its scores (test at that epoch only), written atomically.
