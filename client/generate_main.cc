@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
   if (!archive_mode && (!shard_text.empty() || !attention_dir.empty() || !sr_dir.empty() || !findings_sr_dir.empty() ||
                         !fhir_dir.empty() || overwrite || draft_decode || !score_reports.empty())) {
     std::cerr << "cmn-generate: --shard, --attention-dir, --sr-dir, --findings-sr-dir, --fhir-dir, --overwrite, "
-                 "--draft-decode and --score-reports go with --dicom, --manifest or --split\n";
+                 "--score-reports and --draft-decode go with --dicom, --manifest or --split\n";
     return 2;
   }
   if (!score_reports.empty() && !attention_dir.empty()) {
