@@ -143,6 +143,12 @@ absl::StatusOr<BatchResult> Replica::run(const at::Tensor& images, const model::
     return absl::InvalidArgumentError(absl::StrCat(options.size(), " study options for ", batch, " studies"));
   }
   auto& network = *impl_->network;
+  int64_t most_similar = 0;  // "similar prior cases" from the retrieval index: refused before any pass runs
+  for (const auto& o : options) most_similar = std::max(most_similar, o.similar);
+  if (most_similar > 0 && (!network.has_alignment() || !network.alignment->has_index())) {
+    return absl::FailedPreconditionError("similar reports asked for, but this model has no retrieval index "
+                                         "(train it with model.align_queries > 0 and align.retrieval_index: true)");
+  }
   BatchResult out;
   try {
     c10::InferenceMode guard;
@@ -174,13 +180,7 @@ absl::StatusOr<BatchResult> Replica::run(const at::Tensor& images, const model::
     if (auto c = network.consistency(pass.memory, reports)) {  // [B] from the pass's memory; none without the head
       for (size_t s = 0; s < batch; ++s) out.studies[s].consistency = (*c)[s];
     }
-    int64_t most_similar = 0;  // "similar prior cases" from the retrieval index, over the same memory
-    for (const auto& o : options) most_similar = std::max(most_similar, o.similar);
-    if (most_similar > 0) {
-      if (!network.has_alignment() || !network.alignment->has_index()) {
-        return absl::FailedPreconditionError("similar reports asked for, but this model has no retrieval index "
-                                             "(train it with model.align_queries > 0 and align.retrieval_index: true)");
-      }
+    if (most_similar > 0) {  // over the same memory
       auto found = model::similar_reports(*network.alignment, pass.memory, most_similar);
       for (size_t s = 0; s < batch; ++s) {
         auto& mine = found[s];
